@@ -1,0 +1,1 @@
+"""Files shipped inside the package (reference model, decoder, sample series)."""

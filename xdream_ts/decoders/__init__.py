@@ -1,0 +1,1 @@
+"""Decoders: latent codes -> series. Each plugin in a file named after it."""

@@ -1,0 +1,1 @@
+"""Optimizers: ask/tell plugins, each in a file named after it."""
