@@ -1,1 +1,37 @@
-"""Decoders: latent codes -> series. Each plugin in a file named after it."""
+"""Decoders: latent codes -> series. Each plugin in a file named after it.
+
+``make_decoder(spec, length, channels)`` builds one from a short spec:
+  identity            raw samples (XDream's pixel baseline)
+  basis[:N]           N smooth DCT components (default 32)
+  pca:PATH            a PCA decoder saved by ``PCADecoder.save`` (.npz)
+  default             the learned VAE shipped in the package (trained on UCR series, any length)
+  DIR                 a decoder trained by ``xdream-ts train-decoder`` (decoder.onnx + decoder.json)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def make_decoder(spec: str, length: int | None = None, channels: int | None = None):
+    name, _, arg = str(spec).partition(":")
+    if name in ("identity", "basis", "default") and not length:
+        raise UserError(f"decoder {spec!r} needs the series length: the target does not fix it, pass --length")
+    if name == "identity":
+        from .identity import IdentityDecoder
+        return IdentityDecoder(length, channels=channels)
+    if name == "basis":
+        from .basis import BasisDecoder
+        return BasisDecoder(length, n_basis=int(arg) if arg else 32, channels=channels)
+    if name == "pca":
+        from .pca import PCADecoder
+        return PCADecoder.load(arg, length=length)
+    if name == "default":
+        from .onnx_decoder import load_default_decoder
+        return load_default_decoder(length=length)
+    if Path(spec).is_dir():
+        from .onnx_decoder import OnnxDecoder
+        return OnnxDecoder(spec, length=length)
+    raise UserError(f"unknown decoder {spec!r}: use identity, basis[:N], pca:FILE.npz, default, "
+                    "or a folder written by `xdream-ts train-decoder`")

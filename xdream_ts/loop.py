@@ -1,0 +1,322 @@
+"""The loop: codes --decoder--> series --scorer--> scores --optimizer--> codes, one generation at a time.
+
+Every generation is appended to the run store before the next one starts, with the optimizer's and the
+scorer's state, so a run killed at any moment resumes from its last complete generation and continues
+exactly as an uninterrupted run would. The budget counts presentations (every repeat of every series),
+as the papers do.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .store import RunStore
+
+
+# ---------------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A finished (or interrupted) run, in memory. Arrays are (generation, population, ...)."""
+
+    config: dict
+    codes: np.ndarray
+    series: np.ndarray
+    scores: np.ndarray            # observed: (G, P, R[, k])
+    objective: np.ndarray         # what the optimizer was told: (G, P)
+    clean_scores: np.ndarray | None
+    n_evaluated: np.ndarray
+    presentations: int
+    complete: bool
+    path: Path | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def generations(self) -> int:
+        return int(len(self.n_evaluated))
+
+    @property
+    def best_index(self) -> tuple[int, int]:
+        """(generation, member) of the best series by observed objective (mean over its repeats)."""
+        obj = np.where(np.isfinite(self.objective), self.objective, -np.inf)
+        if not np.isfinite(obj).any():
+            raise UserError("this run has no valid score yet: nothing to report")
+        g, p = np.unravel_index(int(np.argmax(obj)), obj.shape)
+        return int(g), int(p)
+
+    @property
+    def best_score(self) -> float:
+        return float(self.objective[self.best_index])
+
+    @property
+    def best_series(self) -> np.ndarray:
+        return self.series[self.best_index]
+
+    @property
+    def best_code(self) -> np.ndarray:
+        return self.codes[self.best_index]
+
+    @property
+    def best_clean_score(self) -> float | None:
+        """Clean (noiseless) response of the best-observed series: what an experimenter really got."""
+        if self.clean_scores is None:
+            return None
+        value = self.clean_objective[self.best_index]
+        return float(value)
+
+    @property
+    def clean_objective(self) -> np.ndarray | None:
+        if self.clean_scores is None:
+            return None
+        return combine_targets(self.clean_scores, self.config.get("objective"))
+
+    @property
+    def best_per_generation(self) -> np.ndarray:
+        """Running maximum of the observed objective, one value per generation."""
+        per_gen = np.nanmax(np.where(np.isfinite(self.objective), self.objective, -np.inf), axis=1)
+        return np.maximum.accumulate(per_gen)
+
+    @property
+    def reference_max(self) -> float | None:
+        return self.config.get("reference_max")
+
+    @property
+    def relative_activation(self) -> float | None:
+        """Best (clean when known) activation / best activation over a reference dataset (> 1: super stimulus)."""
+        ref = self.reference_max
+        if not ref:
+            return None
+        best = self.best_clean_score if self.clean_scores is not None else self.best_score
+        return float(best / ref)
+
+    def summary(self) -> dict:
+        """The JSON-able summary that `xdream-ts show --json` prints."""
+        has = np.isfinite(self.objective).any()
+        return {
+            "path": str(self.path) if self.path else None,
+            "optimizer": self.config.get("optimizer", {}).get("name"),
+            "decoder": self.config.get("decoder", {}).get("name"),
+            "scorer": self.config.get("scorer", {}).get("name"),
+            "best_score": self.best_score if has else None,
+            "best_clean_score": self.best_clean_score if has else None,
+            "relative_activation": self.relative_activation if has else None,
+            "reference_max": self.reference_max,
+            "presentations": int(self.presentations),
+            "budget": self.config.get("budget"),
+            "generations": self.generations,
+            "repeats": self.config.get("repeats"),
+            "missing_responses": int(np.isnan(self.scores[..., 0] if self.scores.ndim == 4 else self.scores)
+                                     [self._evaluated_mask()].sum()),
+            "seed": self.config.get("seed"),
+            "complete": bool(self.complete),
+        }
+
+    def _evaluated_mask(self) -> np.ndarray:
+        P = self.objective.shape[1]
+        return np.arange(P)[None, :] < self.n_evaluated[:, None]
+
+
+def combine_targets(scores: np.ndarray, objective: dict | None) -> np.ndarray:
+    """(…, k) per-target scores -> (…) objective values for the built-in objectives recorded in a config."""
+    kind = (objective or {}).get("kind", "single")
+    if kind == "single":
+        return scores
+    if kind == "sum":
+        return scores.sum(axis=-1)
+    if kind == "contrast":
+        return scores[..., 0] - scores[..., 1:].mean(axis=-1)
+    return scores[..., 0]  # a user function cannot be replayed from a store: first target
+
+
+def load_run(path) -> Run:
+    """Read a run store (complete or not) written by :func:`run`."""
+    store = RunStore.open(path)
+    return _run_from_store(store)
+
+
+def _run_from_store(store: RunStore) -> Run:
+    attrs = store.attrs
+    return Run(
+        config=attrs.get("config", {}), codes=store.read("codes"), series=store.read("series"),
+        scores=store.read("scores"), objective=store.read("objective"), clean_scores=store.read("clean_scores"),
+        n_evaluated=store.read("n_evaluated"), presentations=int(attrs["presentations"]),
+        complete=bool(attrs.get("complete")), path=store.path, attrs=attrs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------------
+def _versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("xdream-ts", "numpy", "zarr", "onnxruntime-gpu", "onnxruntime", "cma", "nevergrad", "torch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _describe(obj, fallback: str) -> dict:
+    if hasattr(obj, "describe"):
+        return obj.describe()
+    return {"name": getattr(obj, "name", fallback), "class": type(obj).__name__}
+
+
+def _score_chunked(fn, batch: np.ndarray, chunk_size: int | None) -> np.ndarray:
+    if chunk_size is None or len(batch) <= chunk_size:
+        return np.asarray(fn(batch), dtype=np.float64)
+    parts = [np.asarray(fn(batch[i:i + chunk_size]), dtype=np.float64) for i in range(0, len(batch), chunk_size)]
+    return np.concatenate(parts)
+
+
+def _check_scores(scores: np.ndarray, n: int, what: str) -> np.ndarray:
+    if scores.shape[0] != n or scores.ndim > 2:
+        raise UserError(f"the scorer returned {what} of shape {scores.shape} for {n} series: "
+                        f"it must return (n,) or (n, k) scores")
+    if np.isinf(scores).any():
+        raise UserError(f"the scorer returned inf for {int(np.isinf(scores).sum())} series: "
+                        "fix the target (NaN, not inf, marks a missing response)")
+    return scores
+
+
+def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | None = 0, store=None,
+        resume: bool = False, progress: bool = True, chunk_size: int | None = None,
+        reference_max: float | None = None, config: dict | None = None, callback=None) -> Run:
+    """Search for the series that maximise ``scorer`` through ``decoder``, proposing codes with ``optimizer``.
+
+    decoder   a Decoder (codes (n, d) -> series) or a name such as "basis" / "identity" / "default"
+    scorer    a Scorer (series -> (n,) or (n, k) scores; NaN = missing response)
+    optimizer an Optimizer (ask/tell) or a name ("genetic", "cmaes", "ng:NGOpt", ...), seeded with ``seed``
+    budget    presentations: every repeat of every series counts, as in the papers
+    repeats   presentations of each series per generation; the optimizer is told their mean
+    store     path of a zarr run store (None: in memory); ``resume=True`` continues an interrupted run
+    Returns a :class:`Run`.
+    """
+    from .decoders import make_decoder
+    from .optimizers import make_optimizer
+
+    if int(budget) < 1 or int(repeats) < 1:
+        raise UserError(f"budget ({budget}) and repeats ({repeats}) must be positive integers")
+    budget, repeats = int(budget), int(repeats)
+    if isinstance(decoder, str):
+        decoder = make_decoder(decoder, length=getattr(scorer, "length", None),
+                               channels=getattr(scorer, "channels", None))
+    if isinstance(optimizer, str):
+        optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=bool(getattr(scorer, "noisy", False)))
+
+    has_clean = hasattr(scorer, "clean")
+    target_names = list(getattr(scorer, "target_names", []) or [])
+    cfg = {
+        "decoder": _describe(decoder, "decoder"), "scorer": _describe(scorer, "scorer"),
+        "optimizer": _describe(optimizer, "optimizer"), "budget": budget, "repeats": repeats, "seed": seed,
+        # how several targets were combined, so a stored run can recompute its clean objective
+        "objective": {"kind": getattr(scorer, "objective_name", "sum")} if len(target_names) > 1 else None,
+        "reference_max": reference_max, **(config or {}),
+    }
+
+    st = None
+    if store is not None and resume and Path(store).exists():
+        st = RunStore.open(store, mode="r+")
+        st.ensure_capacity(_generations_for(budget, st.attrs["population_size"], repeats))
+        g0 = st.generations_completed
+        old = st.attrs.get("config", {})
+        for key in ("decoder", "optimizer"):
+            if old.get(key, {}).get("name") != cfg[key].get("name"):
+                raise UserError(f"cannot resume {store}: it was run with {key} {old.get(key, {}).get('name')!r}, "
+                                f"not {cfg[key].get('name')!r}; resume with the same settings")
+        if g0 > 0:
+            state = st.state(g0 - 1)
+            optimizer.load_state_dict(state["optimizer"])
+            if state.get("scorer") is not None and hasattr(scorer, "load_state_dict"):
+                scorer.load_state_dict(state["scorer"])
+        presentations = int(st.attrs["presentations"])
+        cfg = {**old, "budget": budget}
+        st.group.attrs.update({"config": cfg, "budget": budget, "complete": False})
+    else:
+        g0, presentations = 0, 0
+
+    pbar = None
+    if progress and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        pbar = tqdm(total=budget, initial=presentations, unit="pres", dynamic_ncols=True, leave=True)
+
+    best = -np.inf
+    if st is not None and g0 > 0:
+        obj = st.read("objective")
+        best = float(np.nanmax(obj)) if np.isfinite(obj).any() else -np.inf
+    g = g0
+    t_start = time.perf_counter()
+    try:
+        while presentations < budget:
+            codes = np.asarray(optimizer.ask(), dtype=np.float64)
+            P = len(codes)
+            n = min(P, (budget - presentations) // repeats)
+            if n == 0:
+                break
+            series = np.asarray(decoder(codes[:n]))
+            if st is None:
+                st = RunStore.create(store, population_size=P, dim=codes.shape[1], series_shape=series.shape[1:],
+                                     repeats=repeats, n_targets=max(1, len(target_names)), budget=budget,
+                                     has_clean=has_clean,
+                                     attrs={"config": cfg, "versions": _versions(), "seed": seed, "budget": budget,
+                                            "target_names": target_names})
+            elif P != st.attrs["population_size"]:
+                raise RuntimeError(f"optimizer changed its population size from {st.attrs['population_size']} to {P}")
+
+            # One scorer call per generation: every repeat of every series in one batch.
+            if hasattr(scorer, "add_noise"):
+                clean = _check_scores(_score_chunked(scorer.clean, series, chunk_size), n, "clean scores")
+                observed = scorer.add_noise(np.concatenate([clean] * repeats))
+            else:
+                observed = _score_chunked(scorer, np.concatenate([series] * repeats), chunk_size)
+                clean = (_check_scores(_score_chunked(scorer.clean, series, chunk_size), n, "clean scores")
+                         if has_clean else None)
+            observed = _check_scores(np.asarray(observed, dtype=np.float64), n * repeats, "scores")
+            observed = np.moveaxis(observed.reshape(repeats, n, *observed.shape[1:]), 0, 1)  # (n, R[, k])
+
+            with warnings.catch_warnings():  # all-NaN rows are missing responses, not errors
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(observed, axis=1)
+            value = scorer.objective(mean) if mean.ndim == 2 and hasattr(scorer, "objective") else mean
+            value = mean[:, 0] if np.ndim(value) == 2 else value
+            told = np.full(P, np.nan)
+            told[:n] = value  # codes the budget left unshown count as missing responses
+            optimizer.tell(codes, told)
+
+            presentations += n * repeats
+            state = {"optimizer": optimizer.state_dict(),
+                     "scorer": scorer.state_dict() if hasattr(scorer, "state_dict") else None}
+            st.append(g, codes=codes, series=series, scores=observed, objective=told, clean=clean, n_evaluated=n,
+                      state=state, presentations=presentations)
+            if np.isfinite(told).any():
+                best = max(best, float(np.nanmax(told)))
+            g += 1
+            if pbar is not None:
+                pbar.update(n * repeats)
+                pbar.set_postfix_str(f"gen {g} best {best:.4g}")
+            if callback is not None:
+                callback(g, presentations, best)
+    finally:
+        if pbar is not None:
+            pbar.close()
+    if st is None:
+        raise UserError("the budget is smaller than one presentation of one series: raise --budget")
+    result = _run_from_store(st)
+    st.mark_complete({"best_score": result.best_score if np.isfinite(best) else None,
+                      "wall_seconds": round(time.perf_counter() - t_start, 3)})
+    result.complete = True
+    result.attrs = st.attrs
+    return result
+
+
+def _generations_for(budget: int, population: int, repeats: int) -> int:
+    return max(1, -(-budget // (population * repeats)))
