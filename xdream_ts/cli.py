@@ -1,0 +1,258 @@
+"""xdream-ts: the command line. `xdream-ts COMMAND --help` is the full reference.
+
+Every user error (bad flag, bad config, missing file, wrong shape) prints ONE line on stderr and exits
+with code 2, no traceback; recorded data is never touched by an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we want one line and exit code 2
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------------
+RUN_DEFAULTS = {
+    "optimizer": "default", "decoder": None, "budget": 3000, "repeats": 1, "noise": "none", "seed": 0,
+    "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
+    "layout": None, "threads": 1, "length": None, "neuron_seed": 0, "progress": True, "reference": None,
+}
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="search for the series that drive a target hardest",
+                       description="Run a search. Options come from CONFIG.toml (keys as the long flags, with "
+                                   "underscores) and/or flags; flags win. Without --model the target is the "
+                                   "built-in default (the shipped reference model when installed, else a "
+                                   "simulated neuron).")
+    p.add_argument("config", nargs="?", help="TOML file with run options")
+    p.add_argument("--optimizer", help="default, genetic, cmaes, fdgd, nes, random, ng:NAME (`xdream-ts optimizers`)")
+    p.add_argument("--decoder", help="identity, basis[:N], pca:FILE.npz, default, or a trained decoder folder")
+    p.add_argument("--budget", type=int, help="presentations (each repeat counts), default 3000")
+    p.add_argument("--repeats", type=int, help="presentations of each series per generation, default 1")
+    p.add_argument("--noise", help="none, poisson[:SCALE], gain:SIGMA (simulated noise on the target)")
+    p.add_argument("--seed", type=int, help="seed of the optimizer and the simulated noise, default 0")
+    p.add_argument("--out", help="run store folder (.zarr) to write; default runs/run-TIMESTAMP.zarr")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run store at --out")
+    p.add_argument("--model", help="ONNX model to probe")
+    p.add_argument("--layer", help="tensor name in the model (`xdream-ts inspect MODEL`); default: first output")
+    p.add_argument("--unit", type=int, help="channel (or feature) of the tensor, default 0")
+    p.add_argument("--position", help="center (default), mean, max, or a time step")
+    p.add_argument("--layout", help="input layout when the model's is ambiguous: NCL, NLC or NL")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads, default 1")
+    p.add_argument("--length", type=int, help="series length when neither the model nor the decoder fixes it")
+    p.add_argument("--reference", type=float, help="reference maximum activation of the unit (for relative activation)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def _load_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {path} not found: check the path")
+    try:
+        data = tomllib.loads(p.read_text())
+    except Exception as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    data = data.get("run", data)
+    unknown = sorted(set(data) - set(RUN_DEFAULTS))
+    if unknown:
+        raise UserError(f"config file {path}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(RUN_DEFAULTS)}")
+    return data
+
+
+def resolve_run_options(args) -> dict:
+    opts = dict(RUN_DEFAULTS)
+    if args.config:
+        opts.update(_load_toml(args.config))
+    opts.update({k: v for k, v in vars(args).items() if k in RUN_DEFAULTS and v is not None})
+    for key in ("budget", "repeats"):
+        if not isinstance(opts[key], int) or opts[key] < 1:
+            raise UserError(f"--{key} must be a positive integer, got {opts[key]!r}")
+    return opts
+
+
+def build_target(opts: dict):
+    """The scorer (noise applied) and, when known, the reference maximum of the target unit."""
+    from .adapters.simulated import SimulatedNeuron, with_noise
+    reference = opts.get("reference")
+    if opts["model"]:
+        from .adapters.onnx import OnnxScorer, Target, parse_position
+        target = Target(opts["layer"], int(opts["unit"]), parse_position(str(opts["position"])))
+        scorer = OnnxScorer(opts["model"], target, threads=int(opts["threads"]), layout=opts["layout"],
+                            length=opts["length"])
+        if reference is None:
+            reference = _reference_for(opts["model"], target)
+    else:
+        scorer = _default_target(opts)
+        if reference is None:
+            reference = getattr(scorer, "reference_max", None)
+    return with_noise(scorer, opts["noise"], seed=opts["seed"]), reference
+
+
+def _default_target(opts):
+    """The built-in target: the shipped reference model's unit when installed, else a simulated neuron."""
+    try:
+        from .reference import default_target
+        return default_target(unit=int(opts["unit"]), layer=opts["layer"], threads=int(opts["threads"]))
+    except (ImportError, FileNotFoundError):
+        from .adapters.simulated import SimulatedNeuron
+        return SimulatedNeuron(length=opts["length"] or 500, seed=int(opts["neuron_seed"]))
+
+
+def _reference_for(model_path, target):
+    try:
+        from .reference import reference_max_for
+    except ImportError:
+        return None
+    return reference_max_for(model_path, target)
+
+
+def cmd_run(args) -> int:
+    from .decoders import make_decoder
+    from .loop import run
+
+    opts = resolve_run_options(args)
+    scorer, reference = build_target(opts)
+    length = getattr(scorer, "length", None) or opts["length"]
+    decoder_spec = opts["decoder"] or _default_decoder_spec()
+    decoder = make_decoder(decoder_spec, length=length, channels=getattr(scorer, "channels", None))
+    out = opts["out"] or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.zarr"
+    if Path(out).exists() and not opts["resume"]:
+        raise UserError(f"{out} already exists: add --resume to continue it, or choose another --out")
+    if opts["resume"] and not Path(out).exists():
+        raise UserError(f"--resume: no run store at {out}; check --out")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    result = run(decoder=decoder, scorer=scorer, optimizer=opts["optimizer"], budget=opts["budget"],
+                 repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
+                 progress=opts["progress"], reference_max=reference,
+                 config={"cli": {k: v for k, v in opts.items() if k != "progress"}})
+    print(format_summary(result.summary()))
+    return 0
+
+
+def _default_decoder_spec() -> str:
+    try:
+        from .decoders.onnx_decoder import default_decoder_available
+        if default_decoder_available():
+            return "default"
+    except ImportError:
+        pass
+    return "basis"
+
+
+# ---------------------------------------------------------------------------------------------------
+# show, optimizers
+# ---------------------------------------------------------------------------------------------------
+def format_summary(s: dict) -> str:
+    def f(v):
+        return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    lines = [
+        f"run            {s['path']}",
+        f"target         {s['scorer']}   decoder {s['decoder']}   optimizer {s['optimizer']}",
+        f"presentations  {s['presentations']} of {s['budget']} in {s['generations']} generations"
+        f" (repeats {s['repeats']}, missing responses {s['missing_responses']})",
+        f"best score     {f(s['best_score'])}   clean {f(s['best_clean_score'])}",
+    ]
+    if s.get("relative_activation") is not None:
+        lines.append(f"relative act.  {f(s['relative_activation'])}  (best / reference max {f(s['reference_max'])};"
+                     f" > 1 is a super stimulus)")
+    lines.append(f"complete       {s['complete']}")
+    return "\n".join(lines)
+
+
+def cmd_show(args) -> int:
+    from .loop import load_run
+    r = load_run(args.run)
+    s = r.summary()
+    print(json.dumps(s) if args.json else format_summary(s))
+    return 0
+
+
+def _add_show(sub):
+    p = sub.add_parser("show", help="summarise a run store")
+    p.add_argument("run", help="run store folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_show)
+
+
+def cmd_optimizers(args) -> int:
+    from .optimizers import BUILTIN
+    for name, (_, _, doc) in BUILTIN.items():
+        print(f"{name:10s} {doc}")
+    try:
+        from .optimizers.nevergrad import list_nevergrad
+    except ImportError:
+        return 0
+    ok, refused = list_nevergrad()
+    print(f"\nng:NAME    any of {len(ok)} nevergrad optimizers that take a population, e.g. "
+          + ", ".join(f"ng:{n}" for n in ok[:8]) + ", ...")
+    if args.all:
+        print("\n".join(f"  ng:{n}" for n in ok))
+        if refused:
+            print("\nleft out (they refuse several workers):")
+            print("\n".join(f"  ng:{n}: {why}" for n, why in refused))
+    return 0
+
+
+def _add_optimizers(sub):
+    p = sub.add_parser("optimizers", help="list the optimizers")
+    p.add_argument("--all", action="store_true", help="list every usable nevergrad optimizer, and those left out")
+    p.set_defaults(func=cmd_optimizers)
+
+
+# ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xdream-ts", description="Find the time series that drive a unit hardest (XDream for time series).")
+    parser.add_argument("--version", action="version", version=f"xdream-ts {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    _add_run(sub)
+    _add_show(sub)
+    _add_optimizers(sub)
+    for module in EXTRA_COMMANDS:
+        try:
+            mod = __import__(f"xdream_ts.{module}", fromlist=["add_cli"])
+        except ImportError:
+            continue
+        mod.add_cli(sub)
+    return parser
+
+
+# Subcommands that live beside the code they drive; each module has add_cli(subparsers).
+EXTRA_COMMANDS = ("commands",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"xdream-ts: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xdream-ts: interrupted; the run store keeps every completed generation (--resume continues it)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
