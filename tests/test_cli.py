@@ -1,0 +1,100 @@
+"""The command line: a run from flags or TOML, show, and one-line errors with exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from xdream_ts.cli import main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_show_and_json(tmp_path, capsys):
+    out_dir = tmp_path / "r.zarr"
+    code, out, err = _run(["run", "--optimizer", "genetic", "--decoder", "basis", "--budget", "200",
+                           "--noise", "poisson", "--repeats", "2", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "best score" in out
+    code, out, _ = _run(["show", str(out_dir), "--json"], capsys)
+    s = json.loads(out)
+    assert code == 0 and s["presentations"] == 200 and s["optimizer"] == "genetic" and s["complete"] is True
+    assert s["best_clean_score"] is not None and s["generations"] == 5
+
+
+def test_toml_config_and_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('optimizer = "random"\nbudget = 100\ndecoder = "basis:16"\nnoise = "gain:0.5"\n')
+    out_dir = tmp_path / "r.zarr"
+    code, _, err = _run(["run", str(cfg), "--budget", "60", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    code, out, _ = _run(["show", str(out_dir), "--json"], capsys)
+    s = json.loads(out)
+    assert s["optimizer"] == "random" and s["presentations"] == 60
+
+
+def test_resume_from_the_cli(tmp_path, capsys):
+    out_dir = str(tmp_path / "r.zarr")
+    base = ["run", "--optimizer", "genetic", "--decoder", "basis", "--out", out_dir, "--no-progress"]
+    assert _run(base + ["--budget", "100"], capsys)[0] == 0
+    assert _run(base + ["--budget", "200", "--resume"], capsys)[0] == 0
+    assert json.loads(_run(["show", out_dir, "--json"], capsys)[1])["presentations"] == 200
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "--bogus"], "unrecognized arguments"),
+    (["run", "--budget", "ten"], "invalid int value"),
+    (["run", "--budget", "0"], "positive integer"),
+    (["run", "--optimizer", "genetc"], "did you mean 'genetic'"),
+    (["run", "--noise", "poison"], "unknown noise"),
+    (["run", "--noise", "gain:x"], "not a number"),
+    (["run", "missing.toml"], "not found"),
+    (["run", "--decoder", "nonsense"], "unknown decoder"),
+    (["show", "no/such/run.zarr"], "no run store"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_errors_are_one_line_exit_2(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_bad_toml_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("budget = = 3\n")
+    code, _, err = _run(["run", str(bad)], capsys)
+    assert code == 2 and "not valid TOML" in err and len(err.strip().splitlines()) == 1
+    bad.write_text("budgett = 3\n")
+    code, _, err = _run(["run", str(bad)], capsys)
+    assert code == 2 and "unknown keys budgett" in err
+
+
+def test_resume_does_not_touch_an_existing_run_on_error(tmp_path, capsys):
+    out_dir = str(tmp_path / "r.zarr")
+    assert _run(["run", "--optimizer", "random", "--decoder", "basis", "--budget", "40", "--out", out_dir,
+                 "--no-progress"], capsys)[0] == 0
+    code, _, err = _run(["run", "--optimizer", "random", "--decoder", "basis", "--budget", "40", "--out", out_dir],
+                        capsys)
+    assert code == 2 and "already exists" in err
+    code, _, err = _run(["run", "--optimizer", "genetic", "--decoder", "basis", "--budget", "80", "--out", out_dir,
+                         "--resume"], capsys)
+    assert code == 2 and "cannot resume" in err
+    assert json.loads(_run(["show", out_dir, "--json"], capsys)[1])["presentations"] == 40
+
+
+def test_version_and_entry_point():
+    out = subprocess.run([sys.executable, "-m", "xdream_ts", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("xdream-ts ")
+
+
+def test_import_is_light():
+    code = "import sys, xdream_ts; bad = {'torch', 'nevergrad', 'onnxruntime'} & set(sys.modules); print(sorted(bad))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
