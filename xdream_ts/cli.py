@@ -224,17 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_show(sub)
     _add_optimizers(sub)
+    import importlib
+    import importlib.util
     for module in EXTRA_COMMANDS:
-        try:
-            mod = __import__(f"xdream_ts.{module}", fromlist=["add_cli"])
-        except ImportError:
-            continue
-        mod.add_cli(sub)
+        if importlib.util.find_spec(f"xdream_ts.{module}") is None:
+            continue  # not part of this installation
+        importlib.import_module(f"xdream_ts.{module}").add_cli(sub)
     return parser
 
 
-# Subcommands that live beside the code they drive; each module has add_cli(subparsers).
-EXTRA_COMMANDS = ("commands",)
+# Subcommands that live beside the code they drive: each module has add_cli(subparsers), which adds
+# its parser and sets `func` (called with the parsed args; returns the exit code). Modules must import
+# their heavy dependencies inside `func`, so `xdream-ts --help` stays fast.
+EXTRA_COMMANDS = ("inspect", "demo", "train_decoder", "compare", "inverse_set", "rig", "sweep", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

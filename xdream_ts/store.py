@@ -45,6 +45,13 @@ class RunStore:
     def __init__(self, group, path: Path | None):
         self.group = group
         self.path = path
+        self._handles: dict = {}
+
+    def _arr(self, name):
+        # Looking an array up in the group re-reads its metadata (~1-2 ms): keep the handles.
+        if name not in self._handles:
+            self._handles[name] = self.group[name]
+        return self._handles[name]
 
     # -- creation and opening -------------------------------------------------------------------------
     @classmethod
@@ -112,40 +119,51 @@ class RunStore:
             return
         for name in ("codes", "series", "scores", "objective", "clean_scores", "n_evaluated", "state"):
             if name in self.group:
-                arr = self.group[name]
+                arr = self._arr(name)
                 arr.resize((generations, *arr.shape[1:]))
 
     def append(self, g: int, *, codes, series, scores, objective, clean, n_evaluated: int, state: dict,
                presentations: int) -> None:
         if g >= self.capacity():
             self.ensure_capacity(g + 1)
-        grp = self.group
         n = n_evaluated
-        grp["codes"][g] = codes
-        series_row = np.full(grp["series"].shape[1:], np.nan, dtype=np.float32)
-        series_row[:n] = series
-        grp["series"][g] = series_row
-        scores_row = np.full(grp["scores"].shape[1:], np.nan)
-        scores_row[:n] = scores
-        grp["scores"][g] = scores_row
-        grp["objective"][g] = objective
-        if clean is not None and "clean_scores" in grp:
-            clean_row = np.full(grp["clean_scores"].shape[1:], np.nan)
-            clean_row[:n] = clean
-            grp["clean_scores"][g] = clean_row
-        grp["n_evaluated"][g] = n
-        grp["state"][g] = serial.dumps(state)
+        rows = {"codes": np.asarray(codes, dtype=np.float64), "objective": np.asarray(objective, dtype=np.float64),
+                "series": _padded(series, n, self._arr("series").shape[1:], np.float32),
+                "scores": _padded(scores, n, self._arr("scores").shape[1:], np.float64),
+                "n_evaluated": np.int32(n), "state": serial.dumps(state)}
+        if clean is not None and "clean_scores" in self.group:
+            rows["clean_scores"] = _padded(clean, n, self._arr("clean_scores").shape[1:], np.float64)
+        _write_rows(g, [(self._arr(k), v) for k, v in rows.items()])
         # The commit marker, written last: everything above belongs to a complete generation now.
-        grp.attrs.update({"generations_completed": g + 1, "presentations": int(presentations)})
+        self.group.attrs.update({"generations_completed": g + 1, "presentations": int(presentations)})
 
     def mark_complete(self, summary: dict) -> None:
         self.group.attrs.update({**summary, "complete": True})
 
     def state(self, g: int) -> dict:
-        return serial.loads(str(self.group["state"][g]))
+        return serial.loads(str(self._arr("state")[g]))
 
     def read(self, name: str, generations: int | None = None):
         if name not in self.group:
             return None
         g = self.generations_completed if generations is None else generations
-        return self.group[name][:g]
+        return self._arr(name)[:g]
+
+
+def _padded(values, n: int, row_shape: tuple, dtype) -> np.ndarray:
+    """One generation's row, NaN where the budget left members unshown."""
+    row = np.full(row_shape, np.nan, dtype=dtype)
+    row[:n] = values
+    return row
+
+
+def _write_rows(g: int, rows: list) -> None:
+    """Write one chunk per array concurrently on zarr's event loop (one round trip instead of seven)."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def write_all():
+        await asyncio.gather(*(arr._async_array.setitem(g, value) for arr, value in rows))
+
+    sync(write_all())
