@@ -122,15 +122,16 @@ class RunStore:
                 arr = self._arr(name)
                 arr.resize((generations, *arr.shape[1:]))
 
-    def append(self, g: int, *, codes, series, scores, objective, clean, n_evaluated: int, state: dict,
+    def append(self, g: int, *, codes, series, scores, objective, clean, n_evaluated: int, state: dict | str,
                presentations: int) -> None:
+        """Write generation g, then its commit marker. ``state`` may be pre-serialised JSON."""
         if g >= self.capacity():
             self.ensure_capacity(g + 1)
         n = n_evaluated
         rows = {"codes": np.asarray(codes, dtype=np.float64), "objective": np.asarray(objective, dtype=np.float64),
                 "series": _padded(series, n, self._arr("series").shape[1:], np.float32),
                 "scores": _padded(scores, n, self._arr("scores").shape[1:], np.float64),
-                "n_evaluated": np.int32(n), "state": serial.dumps(state)}
+                "n_evaluated": np.int32(n), "state": state if isinstance(state, str) else serial.dumps(state)}
         if clean is not None and "clean_scores" in self.group:
             rows["clean_scores"] = _padded(clean, n, self._arr("clean_scores").shape[1:], np.float64)
         _write_rows(g, [(self._arr(k), v) for k, v in rows.items()])
