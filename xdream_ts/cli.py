@@ -88,39 +88,47 @@ def resolve_run_options(args) -> dict:
 
 
 def build_target(opts: dict):
-    """The scorer (noise applied) and, when known, the reference maximum of the target unit."""
+    """The scorer (noise applied) and, when known, the reference maximum of the target unit.
+
+    Without --model the target is the shipped reference model (its first output, the logits, unless
+    --layer says otherwise) when the package carries it, else a simulated neuron.
+    """
     from .adapters.simulated import SimulatedNeuron, with_noise
     reference = opts.get("reference")
-    if opts["model"]:
+    model = opts["model"] or _shipped_model()
+    if model:
         from .adapters.onnx import OnnxScorer, Target, parse_position
         target = Target(opts["layer"], int(opts["unit"]), parse_position(str(opts["position"])))
-        scorer = OnnxScorer(opts["model"], target, threads=int(opts["threads"]), layout=opts["layout"],
+        scorer = OnnxScorer(model, target, threads=int(opts["threads"]), layout=opts["layout"],
                             length=opts["length"])
         if reference is None:
-            reference = _reference_for(opts["model"], target)
+            reference = _shipped_reference_max(model, target)
     else:
-        scorer = _default_target(opts)
-        if reference is None:
-            reference = getattr(scorer, "reference_max", None)
+        scorer = SimulatedNeuron(length=opts["length"] or 500, seed=int(opts["neuron_seed"]))
+        reference = reference if reference is not None else scorer.max_response
     return with_noise(scorer, opts["noise"], seed=opts["seed"]), reference
 
 
-def _default_target(opts):
-    """The built-in target: the shipped reference model's unit when installed, else a simulated neuron."""
+def _shipped_model() -> str | None:
     try:
-        from .reference import default_target
-        return default_target(unit=int(opts["unit"]), layer=opts["layer"], threads=int(opts["threads"]))
-    except (ImportError, FileNotFoundError):
-        from .adapters.simulated import SimulatedNeuron
-        return SimulatedNeuron(length=opts["length"] or 500, seed=int(opts["neuron_seed"]))
-
-
-def _reference_for(model_path, target):
-    try:
-        from .reference import reference_max_for
-    except ImportError:
+        from .reference import reference_model_path
+        return str(reference_model_path())
+    except UserError:  # a source checkout before experiments/train_reference.py has run
         return None
-    return reference_max_for(model_path, target)
+
+
+def _shipped_reference_max(model, target) -> float | None:
+    """The unit's maximum over all of FordA, when the model is the shipped one and the position has one."""
+    shipped = _shipped_model()
+    if shipped is None or Path(model).resolve() != Path(shipped).resolve():
+        return None
+    from .reference import ONNX_TENSORS, reference_activations
+    layer = target.layer or "logits"
+    position = "none" if len(ONNX_TENSORS.get(layer, ((),))[0]) == 2 else target.position
+    values = reference_activations().get(f"{layer}|{position}")
+    if values is None or not 0 <= target.unit < len(values):
+        return None
+    return float(values[target.unit])
 
 
 def cmd_run(args) -> int:

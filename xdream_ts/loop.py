@@ -168,9 +168,11 @@ def _versions() -> dict:
 
 
 def _describe(obj, fallback: str) -> dict:
-    if hasattr(obj, "describe"):
-        return obj.describe()
-    return {"name": getattr(obj, "name", fallback), "class": type(obj).__name__}
+    """A component's resolved config for the store; always with a readable ``name``."""
+    desc = dict(obj.describe()) if hasattr(obj, "describe") else {}
+    desc.setdefault("name", getattr(obj, "name", None) or type(obj).__name__ or fallback)
+    desc.setdefault("class", type(obj).__name__)
+    return desc
 
 
 def _score_chunked(fn, batch: np.ndarray, chunk_size: int | None) -> np.ndarray:
@@ -220,6 +222,9 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
                                channels=getattr(scorer, "channels", None))
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=bool(getattr(scorer, "noisy", False)))
+    if getattr(optimizer, "needs_gradients", False):
+        # gradient-based optimizers (dream) get the differentiable decoder+scorer, or refuse in one line
+        optimizer.bind(decoder, scorer)
 
     has_clean = hasattr(scorer, "clean")
     target_names = list(getattr(scorer, "target_names", []) or [])
