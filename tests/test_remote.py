@@ -225,3 +225,23 @@ def test_token_is_sent_but_never_shown_logged_or_stored(neuron, tmp_path, monkey
     assert token not in json.dumps(run.config)
     g = zarr.open_group(str(tmp_path / "r.zarr"), mode="r")
     assert all(token not in s for s in g["state"][:].tolist())
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------------
+def test_cli_runs_against_an_endpoint_and_reports_it(neuron, tmp_path, capsys):
+    from xdream_ts.cli import main
+    out = tmp_path / "cli.zarr"
+    argv = ["run", "--decoder", "basis:6", "--optimizer", "genetic", "--budget", "40", "--out", str(out),
+            "--no-progress", "--timeout", "5", "--max-batch", "16"]
+    with StubServer(neuron, script=[("status", 503)]) as srv:
+        assert main([*argv, "--endpoint", srv.url, "--remote-model", "neuron"]) == 0
+    text = capsys.readouterr().out
+    assert "remote " + srv.url in text and "1 retries" in text and "no series lost" in text
+    run = xdream_ts.load_run(out)
+    assert run.complete and run.config["scorer"]["max_batch"] == 16 and run.series.shape[-1] == L
+    # down now: one line on stderr, exit code 2, the store untouched
+    assert main([*argv[:-4], "--out", str(tmp_path / "b.zarr"), "--endpoint", srv.url, "--remote-model", "neuron"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not reachable" in err and not (tmp_path / "b.zarr").exists()

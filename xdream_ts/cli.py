@@ -27,6 +27,8 @@ RUN_DEFAULTS = {
     "optimizer": "default", "decoder": None, "budget": 3000, "repeats": 1, "noise": "none", "seed": 0,
     "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
     "layout": None, "threads": 1, "length": None, "neuron_seed": 0, "progress": True, "reference": None,
+    # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
+    "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
 
 
@@ -54,6 +56,13 @@ def _add_run(sub):
     p.add_argument("--length", type=int, help="series length when neither the model nor the decoder fixes it")
     p.add_argument("--reference", type=float, help="reference maximum activation of the unit (for relative activation)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument("--endpoint", help="score on an inference server (Open Inference Protocol v2) at this URL "
+                                      "instead of a local model")
+    p.add_argument("--remote-model", help="model name on the --endpoint server")
+    p.add_argument("--output", help="output tensor of the remote model (default: its first); --unit picks the column")
+    p.add_argument("--token-env", help="environment variable holding the endpoint's bearer token")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the endpoint's reply (default 30)")
+    p.add_argument("--max-batch", type=int, help="series per request to the endpoint (default 64)")
     p.set_defaults(func=cmd_run)
 
 
@@ -95,6 +104,16 @@ def build_target(opts: dict):
     """
     from .adapters.simulated import SimulatedNeuron, with_noise
     reference = opts.get("reference")
+    if opts.get("endpoint"):
+        if opts["model"]:
+            raise UserError("--endpoint and --model both name a target: keep one")
+        from .adapters.remote import RemoteScorer
+        timeout = float(opts["timeout"])
+        scorer = RemoteScorer(opts["endpoint"], model=opts["remote_model"], output=opts["output"],
+                              unit=int(opts["unit"]), token_env=opts["token_env"], max_batch=int(opts["max_batch"]),
+                              timeout=(min(timeout, 10.0), timeout), length=opts["length"])
+        scorer.check()  # unreachable, or no such model: one line now, not after the first generation
+        return with_noise(scorer, opts["noise"], seed=opts["seed"]), reference
     model = opts["model"] or _shipped_model()
     if model:
         from .adapters.onnx import OnnxScorer, Target, parse_position
@@ -151,6 +170,8 @@ def cmd_run(args) -> int:
                  progress=opts["progress"], reference_max=reference,
                  config={"cli": {k: v for k, v in opts.items() if k != "progress"}})
     print(format_summary(result.summary()))
+    if hasattr(scorer, "report"):  # a remote endpoint: requests, retries, series lost and why
+        print(scorer.report())
     return 0
 
 
