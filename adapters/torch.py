@@ -37,7 +37,7 @@ from xdream_ts.errors import UserError
 # one Target type for both scorers, so a target written for ONNX works here unchanged
 from xdream_ts.adapters.onnx import Target, parse_position, parse_target
 
-__all__ = ["TorchScorer", "Target", "parse_target", "parse_position"]
+__all__ = ["TorchScorer", "Target", "parse_target", "parse_position", "layer_names_from_onnx"]
 
 _LAYOUTS = ("NCL", "NLC", "NL")
 
@@ -403,6 +403,22 @@ class TorchScorer:
 
     def __repr__(self) -> str:
         return f"TorchScorer({type(self.module).__name__}, targets={self.target_names}, objective={self.objective_name!r})"
+
+
+def layer_names_from_onnx(model_path) -> dict:
+    """{ONNX tensor name: submodule name} for a model exported from torch with ``torch.onnx.export``
+    (the TorchScript exporter names nodes after their module scope, ``/block2/conv1/Conv``): the output
+    of the last node of each scope is that submodule's output. Lets a TorchScorer of the source module
+    take the same targets as the OnnxScorer of its export."""
+    from xdream_ts.adapters.onnx import _load
+
+    model, _, _ = _load(model_path)
+    last: dict[str, str] = {}
+    for node in model.graph.node:
+        scope = node.name.rsplit("/", 1)[0].strip("/") if "/" in node.name else ""
+        if scope and node.output and node.output[0]:
+            last[scope] = node.output[0]
+    return {tensor: scope.replace("/", ".") for scope, tensor in last.items()}
 
 
 def reference_target_names() -> Sequence[str]:
