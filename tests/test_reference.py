@@ -69,6 +69,8 @@ def test_architecture():
 def test_missing_asset_is_a_user_error():
     with pytest.raises(UserError, match="train_reference.py"):
         ref._asset("no_such_asset.onnx")
+    with pytest.raises(AttributeError):
+        ref.NO_SUCH_NAME
 
 
 @needs_assets
@@ -124,8 +126,8 @@ def test_reference_activations_and_units():
             a = acts[f"{t}|{pos}"]
             assert a.shape == (shape[1],) and a.dtype == np.float32 and np.all(np.isfinite(a))
             assert acts[f"{t}|{pos}|argmax"].max() < 4921
-    assert ref.REFERENCE_UNITS, "REFERENCE_UNITS not written into xdream_ts/reference.py"
-    assert list(ref.REFERENCE_UNITS) == ref.select_reference_units(acts)
+    assert list(ref.REFERENCE_UNITS) == ref.select_reference_units(acts)  # stored == documented rule
+    assert len(ref.REFERENCE_UNITS) == 32
     assert [f"{u.tensor}|{u.channel}|{u.position}" for u in ref.REFERENCE_UNITS] == \
         [str(s) for s in acts["reference_units"]]
     assert len({u.tensor for u in ref.REFERENCE_UNITS}) == 4

@@ -112,8 +112,28 @@ def select_reference_units(activations: dict[str, np.ndarray] | None = None, per
     return units
 
 
-#: ``select_reference_units()`` on the shipped activations, written out (a test checks they agree).
-REFERENCE_UNITS: tuple[ReferenceUnit, ...] = ()
+def reference_units() -> tuple[ReferenceUnit, ...]:
+    """The 32 benchmark units of the shipped model: ``select_reference_units()`` on the shipped
+    activations, as stored with them (``reference_activations.npz`` key ``reference_units``, and
+    ``reference_provenance.json``); a test checks that the two agree. Also ``REFERENCE_UNITS``."""
+    return _reference_units_cached()
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_units_cached() -> tuple[ReferenceUnit, ...]:
+    units = []
+    for s in _activations_cached()["reference_units"]:
+        tensor, channel, position = str(s).split("|")
+        units.append(ReferenceUnit(tensor, int(channel), position))
+    return tuple(units)
+
+
+def __getattr__(name: str):
+    # ``REFERENCE_UNITS`` is read from the shipped assets on first use (importing stays cheap, and a
+    # checkout without assets still imports; using it there raises the missing-asset UserError).
+    if name == "REFERENCE_UNITS":
+        return reference_units()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------------------- files
@@ -265,7 +285,7 @@ def load_reference_torch():
 
 
 __all__ = [
-    "ONNX_TENSORS", "TARGET_TENSORS", "REFERENCE_UNITS", "ReferenceUnit", "INPUT_NAME", "OUTPUT_NAME",
+    "ONNX_TENSORS", "TARGET_TENSORS", "reference_units", "ReferenceUnit", "INPUT_NAME", "OUTPUT_NAME",
     "CENTER", "SERIES_LENGTH", "CLASS_LABELS", "reference_model_path", "reference_state_dict_path",
     "load_reference_torch", "build_resnet", "reference_activations", "reference_max", "sample_series",
     "best_real_series",
