@@ -234,7 +234,14 @@ class RemoteScorer:
             # The token lives only in the client's default headers: not an attribute of this object.
             headers["Authorization"] = f"Bearer {token}"
             del token
-        self._client = httpx.Client(headers=headers, verify=verify, http2=False,
+        if isinstance(verify, str):  # a CA bundle: httpx wants an SSL context (a path string is deprecated)
+            import ssl
+            if not os.path.isfile(verify):
+                raise UserError(f"verify={verify!r}: no such CA bundle file; pass True, False or a .pem path")
+            tls = ssl.create_default_context(cafile=verify)
+        else:
+            tls = bool(verify)
+        self._client = httpx.Client(headers=headers, verify=tls, http2=False,
                                     timeout=httpx.Timeout(connect=self.timeout[0], read=self.timeout[1],
                                                           write=self.timeout[1], pool=self.timeout[1]),
                                     limits=httpx.Limits(max_keepalive_connections=1, max_connections=1))
@@ -273,7 +280,7 @@ class RemoteScorer:
     def describe(self) -> dict:
         d = {"name": self.name, "mode": self.mode, "url": self.url, "unit": self.unit,
              "max_batch": self.max_batch, "timeout": list(self.timeout), "retries": self.max_retries,
-             "backoff": self.backoff, "token_env": self.token_env, "verify": self.verify if isinstance(self.verify, (bool, str)) else True,
+             "backoff": self.backoff, "token_env": self.token_env, "verify": self.verify,
              "length": self._length, "channels": self._channels}
         if self.mode == "v2":
             d.update({"model": self.model, "output": self.output, "input_name": self.input_name,
@@ -304,6 +311,7 @@ class RemoteScorer:
         try:
             r = self._client.get(target)
         except httpx.TransportError as exc:
+            self._raise_if_tls(exc)
             raise UserError(f"remote endpoint {self.url} is not reachable ({type(exc).__name__}: "
                             f"{_one_line(exc, 120)}): start it, or check the URL") from None
         if self.mode == "v2" and r.status_code != 200:
@@ -322,6 +330,8 @@ class RemoteScorer:
             try:
                 r = self._client.get(f"{self.url}/v2/models/{self.model}")
                 self._metadata = r.json() if r.status_code == 200 else {}
+            except httpx.TransportError:
+                return None  # the server is not up (yet): ask again next time
             except (httpx.HTTPError, ValueError):
                 self._metadata = {}
             inputs = self._metadata.get("inputs") if isinstance(self._metadata, dict) else None
@@ -393,6 +403,7 @@ class RemoteScorer:
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
                 raise UserError(f"cannot send to {self.url}: {_one_line(exc, 150)}") from None
             except httpx.TransportError as exc:
+                self._raise_if_tls(exc)
                 last = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
                 transport = True
             else:
@@ -413,6 +424,12 @@ class RemoteScorer:
                 delay = self._jitter.uniform(0.0, min(self.max_backoff, self.backoff * 2 ** attempt))
             time.sleep(delay)
         raise _BatchFailed(f"{last} after {self.max_retries} retries", transport=transport)
+
+    def _raise_if_tls(self, exc: Exception) -> None:
+        # An untrusted certificate is a setting to fix, not a fault to retry.
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            raise UserError(f"the TLS certificate of {self.url} is not trusted ({_one_line(exc, 160)}): pass the "
+                            "server's CA bundle (verify=PATH.pem); verify=False only on a network you trust") from None
 
     def _auth_message(self, r) -> str:
         hint = (f"check the token in ${self.token_env}" if self.token_env

@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class StubServer:
     def __init__(self, neuron, script=(), port: int = 0, token: str | None = None, die_after: int | None = None,
-                 model: str = "neuron"):
+                 model: str = "neuron", tls: tuple | None = None):
         self.neuron, self.script, self.token, self.die_after, self.model = neuron, list(script), token, die_after, model
         self.lock = threading.Lock()
         self.n_infer = 0
@@ -151,6 +151,12 @@ class StubServer:
         self.httpd.stub = self
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls:  # (certificate file, key file): HTTPS
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 

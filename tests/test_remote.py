@@ -245,3 +245,25 @@ def test_cli_runs_against_an_endpoint_and_reports_it(neuron, tmp_path, capsys):
     assert main([*argv[:-4], "--out", str(tmp_path / "b.zarr"), "--endpoint", srv.url, "--remote-model", "neuron"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not reachable" in err and not (tmp_path / "b.zarr").exists()
+
+
+def test_tls_is_verified_by_default(neuron, tmp_path):
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (it makes the test's self-signed certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    x = _series(3)
+    with StubServer(neuron, tls=(str(cert), str(key))) as srv:
+        assert srv.url.startswith("https://")
+        with pytest.raises(UserError, match="not trusted") as info:
+            RemoteScorer(srv.url, model="neuron", **FAST)(x)  # a self-signed certificate: refused, not retried
+        assert "\n" not in str(info.value)
+        with pytest.raises(UserError, match="not trusted"):
+            RemoteScorer(srv.url, model="neuron", **FAST).check()
+        trusted = RemoteScorer(srv.url, model="neuron", verify=str(cert), **FAST)
+        np.testing.assert_allclose(trusted(x), neuron(x), atol=1e-12)
+        assert trusted.retries == 0
