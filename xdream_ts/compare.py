@@ -139,7 +139,16 @@ def _curve(run, cost_per_presentation: float) -> tuple[list, list]:
     return [float(e) for e in evals], [float(b) for b in run.best_per_generation]
 
 
-def compare(model=None, target=None, optimizers=DEFAULT_OPTIMIZERS, evaluations: int = 2000, seeds=(0, 1, 2),
+def _available(name: str) -> bool:
+    from .optimizers import optimizer_class
+    try:
+        optimizer_class(name)
+        return True
+    except UserError:
+        return False
+
+
+def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, seeds=(0, 1, 2),
             out="compare", decoder: str | None = None, dream_decoder: str = "identity", dream: dict | None = None,
             backward_cost: float | None = None, reference_data=None, layer: str | None = None, threads: int = 1,
             assets=None, torch_module=None, log=print) -> dict:
@@ -147,6 +156,7 @@ def compare(model=None, target=None, optimizers=DEFAULT_OPTIMIZERS, evaluations:
 
     model: an ONNX file (None: the shipped reference model, or the same files in ``assets``);
     target: 'TENSOR:UNIT@POSITION' (None: a block2/out unit of the shipped model);
+    optimizers: names (None: DEFAULT_OPTIMIZERS that this installation has);
     decoder: the gradient-free methods' decoder spec (None: the shipped default decoder when present,
     else basis); dream_decoder: Sequence Dreaming's (identity: raw series, as the paper);
     dream: Dream parameters (population_size, learning_rate, l2, tv, smooth, ema, lowpass, ...);
@@ -169,10 +179,12 @@ def compare(model=None, target=None, optimizers=DEFAULT_OPTIMIZERS, evaluations:
         raise UserError(f"{out} already exists and is not empty: choose another --out")
     if int(evaluations) < 1 or not seeds:
         raise UserError("--evaluations must be >= 1 and at least one seed is needed")
+    from .optimizers import optimizer_class
+    if optimizers is None:  # the default set, less those this installation lacks
+        optimizers = [o for o in DEFAULT_OPTIMIZERS if _available(o)]
     optimizers = [o.strip() for o in optimizers if o.strip()]
     if not optimizers:
         raise UserError("no optimizer given: e.g. --optimizers default,genetic,dream")
-    from .optimizers import optimizer_class
     for name in optimizers:
         optimizer_class(name)  # unknown names fail now, before any run
     dream_params = {**DREAM_DEFAULTS, **(dream or {})}
@@ -404,7 +416,7 @@ def _parse_dream(text: str | None) -> dict:
 
 def cmd_compare(args) -> int:
     seeds = list(range(args.seeds)) if args.seeds > 0 else []
-    compare(model=args.model, target=args.target, optimizers=args.optimizers.split(","), evaluations=args.evaluations,
+    compare(model=args.model, target=args.target, optimizers=args.optimizers.split(",") if args.optimizers else None, evaluations=args.evaluations,
             seeds=seeds, out=args.out, decoder=args.decoder, dream_decoder=args.dream_decoder,
             dream=_parse_dream(args.dream), backward_cost=args.backward_cost, reference_data=args.reference_data,
             layer=args.layer, threads=args.threads, assets=args.assets)
@@ -419,7 +431,7 @@ def add_cli(sub) -> None:
                                    "run stores under --out. Default target: a block2/out unit of the shipped model.")
     p.add_argument("--model", help="ONNX model (default: the shipped reference model); dream then needs onnx2torch")
     p.add_argument("--target", help="TENSOR:UNIT[@POSITION], e.g. block2/out:17@center")
-    p.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), help="comma-separated, default %(default)s")
+    p.add_argument("--optimizers", help=f"comma-separated, default {','.join(DEFAULT_OPTIMIZERS)} (those installed)")
     p.add_argument("--evaluations", type=int, default=2000, help="model evaluations per run, default %(default)s")
     p.add_argument("--seeds", type=int, default=3, help="seeds per optimizer (0..N-1), default %(default)s")
     p.add_argument("--out", default="compare", help="output folder (must not exist or be empty), default %(default)s")
