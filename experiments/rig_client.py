@@ -23,12 +23,14 @@ import numpy as np
 
 def drive(url: str, length: int, *, channels: int | None = None, neuron_seed: int = 0, scale: float = 2.0,
           seed: int = 0, block_size: int = 16, delay: tuple[float, float] = (0.0, 0.01), drop: float = 0.05,
-          duplicate: float = 0.05, late: float = 0.05, token: str | None = None, down_for_s: float = 60.0,
+          duplicate: float = 0.05, late: float = 0.05, late_after_s: float = 1.0, token: str | None = None,
+          down_for_s: float = 60.0,
           max_seconds: float = 600.0, on_block=None) -> dict:
     """Run the rig until the service says done; returns what was sent and the service's final status.
 
     drop / duplicate / late: probabilities per presentation of never answering, answering twice, and
-    answering only after the next block. ``down_for_s``: how long the service may be unreachable
+    answering only ``late_after_s`` seconds later (after the service's timeout_s, such a response
+    arrives when its generation is closed: the service counts it as late). ``down_for_s``: how long the service may be unreachable
     before giving up. ``on_block(block)`` is called with every block received (tests use it); when it
     returns False the block is lost, as when the rig program crashes while holding it.
     """
@@ -41,7 +43,7 @@ def drive(url: str, length: int, *, channels: int | None = None, neuron_seed: in
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     counts = {"blocks": 0, "presented": 0, "posted": 0, "dropped": 0, "duplicated": 0, "held_late": 0,
               "reconnects": 0, "empty_blocks": 0, "lost_blocks": 0}
-    held: list[dict] = []  # late responses, sent after the next block
+    held: list[tuple[float, dict]] = []  # (time held, response): late responses
     t_end = time.monotonic() + max_seconds
 
     with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=10.0) as client:
@@ -78,9 +80,10 @@ def drive(url: str, length: int, *, channels: int | None = None, neuron_seed: in
 
         while time.monotonic() < t_end:
             block = call("POST", "/blocks", {"max": block_size})
-            if held:  # responses held back from the previous block go now: some are late by now
-                post(held)
-                held = []
+            due = [item for t, item in held if time.monotonic() - t >= late_after_s or block["done"]]
+            if due:  # responses held back long enough go now
+                held = [(t, item) for t, item in held if not any(item is d for d in due)]
+                post(due)
             if block["done"]:
                 break
             if on_block is not None and on_block(block) is False:
@@ -105,7 +108,7 @@ def drive(url: str, length: int, *, channels: int | None = None, neuron_seed: in
                 item = {"id": stim["id"], "value": value}
                 if u < drop + late:
                     counts["held_late"] += 1
-                    held.append(item)
+                    held.append((time.monotonic(), item))
                     continue
                 answers.append(item)
                 if u < drop + late + duplicate:
@@ -128,6 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--drop", type=float, default=0.05)
     ap.add_argument("--duplicate", type=float, default=0.05)
     ap.add_argument("--late", type=float, default=0.05)
+    ap.add_argument("--late-after", type=float, default=1.0, help="seconds a late response is held back")
     ap.add_argument("--delay", type=float, nargs=2, default=(0.0, 0.01), metavar=("MIN", "MAX"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
     if args.token_env and not token:
         sys.exit(f"rig_client: environment variable {args.token_env} is not set")
     counts = drive(args.url, args.length, channels=args.channels, block_size=args.block_size, drop=args.drop,
-                   duplicate=args.duplicate, late=args.late, delay=tuple(args.delay), seed=args.seed, token=token)
+                   duplicate=args.duplicate, late=args.late, late_after_s=args.late_after, delay=tuple(args.delay), seed=args.seed, token=token)
     print(json.dumps(counts, indent=2))
     return 0
 
