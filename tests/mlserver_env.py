@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -51,7 +52,9 @@ def _works(venv: Path) -> bool:
 def ensure_mlserver(venv: Path = VENV, log=print) -> Path:
     """The venv's folder, with MLServer installed (built on first use; a file lock serialises builders)."""
     venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+    # The lock lives in the temp folder, not beside the venv: nothing untracked appears in the work tree.
+    key = hashlib.sha1(str(venv.resolve()).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"xdream-ts-mlserver-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _works(venv):
             return venv

@@ -130,3 +130,14 @@ def test_mlserver_refusals_are_one_line_user_errors(server):
     assert "\n" not in str(info.value) and sc.retries == 0
     with pytest.raises(UserError, match="does not serve a ready model 'nope'"):
         RemoteScorer(url, model="nope").check()
+
+
+def test_an_unreachable_index_is_reported_as_such(tmp_path, monkeypatch):
+    # The one condition under which the integration test may skip: check it is recognised, quickly.
+    dead = "http://127.0.0.1:9/simple"
+    for var, value in {"PIP_INDEX_URL": dead, "PIP_EXTRA_INDEX_URL": dead, "PIP_FIND_LINKS": str(tmp_path),
+                       "PIP_RETRIES": "0", "PIP_TIMEOUT": "5"}.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(mlserver_env.IndexUnreachable, match="package index unreachable"):
+        mlserver_env.ensure_mlserver(tmp_path / "venv", log=lambda *_: None)
+    assert not (tmp_path / "venv").exists()  # nothing half-built left behind
