@@ -254,6 +254,10 @@ class RemoteScorer:
         self.scored = 0
         self._down_streak = 0
 
+    def objective(self, scores: np.ndarray) -> np.ndarray:
+        """(n, k) scores of several units -> (n,): their sum, the objective the optimizer is told."""
+        return np.asarray(scores, dtype=np.float64).sum(axis=-1)
+
     # -- counters ------------------------------------------------------------------------------------
     def stats(self) -> dict:
         """Counters since this scorer was built, JSON-able."""

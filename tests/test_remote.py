@@ -53,6 +53,9 @@ def test_v2_scores_match_the_local_target_in_batches(neuron):
         assert two.shape == (20, 2) and both.target_names == ["neuron:0", "neuron:1"]
         np.testing.assert_allclose(two[:, 0], neuron(x), atol=1e-12)
         assert (two.min(axis=1) == 0).all()  # unit 1 is the opposite rectifier
+        r = xdream_ts.run(BasisDecoder(L, n_basis=6), both, "genetic", budget=40, progress=False)
+        assert r.scores.shape == (2, 20, 1, 2)  # both units stored; their sum is what the optimizer was told
+        np.testing.assert_allclose(r.objective, r.scores[:, :, 0].sum(axis=-1), atol=1e-12)
         both.close()
 
 
