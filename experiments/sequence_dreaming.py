@@ -17,7 +17,7 @@ Three parts, results in experiments/results/sequence_dreaming[_quick].md with pl
 
 Dreams start from random series (N(0, 1), z-normalised by the identity decoder, as the loop's stimuli are).
 
-    python experiments/sequence_dreaming.py            # full (about an hour on 2 busy cores)
+    python experiments/sequence_dreaming.py            # full (about 40 minutes on 2 busy cores)
     python experiments/sequence_dreaming.py --quick    # a few minutes: fewer steps, units, seeds
     python experiments/sequence_dreaming.py --assets experiments/_work/smoke/assets   # a rebuilt model
 """
@@ -45,9 +45,9 @@ def log(msg: str) -> None:
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(steps=40, population=2, autotune_trials=4, autotune_steps=20, units_per_block=1,
-                    evaluations=240, seeds=(0,), optimizers=("default", "genetic", "random", "dream"))
-    return dict(steps=300, population=4, autotune_trials=8, autotune_steps=80, units_per_block=2,
+        return dict(steps=30, population=2, autotune_trials=4, autotune_steps=15, units_per_block=1,
+                    evaluations=160, seeds=(0,), optimizers=("default", "genetic", "random", "dream"))
+    return dict(steps=200, population=4, autotune_trials=8, autotune_steps=60, units_per_block=1,
                 evaluations=1500, seeds=(0, 1, 2), optimizers=("default", "cmaes", "genetic", "random", "dream"))
 
 
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     plot_series(np.asarray(dreamed), labels, X, y, out / f"{stem}_series.png")
 
     # ---- 3. gradient vs gradient-free on reference units --------------------------------------------
-    units = list(ma.ref.REFERENCE_UNITS) or ma.ref.select_reference_units(ma.activations())
+    units = ma.reference_units()
     chosen = []
     for block in ("block1/out", "block2/out", "block3/out"):
         chosen += [u for u in units if u.tensor == block][: S["units_per_block"]]
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
             target = f"{u.tensor}:{u.channel}" + ("" if u.position == "none" else f"@{u.position}")
             log(f"compare on {target}")
             res = compare(target=target, optimizers=[o for o in S["optimizers"] if _available(o)], evaluations=S["evaluations"], seeds=S["seeds"],
-                          out=Path(tmp) / f"u{i}", assets=args.assets, reference_data=X,
+                          out=Path(tmp) / f"u{i}", assets=args.assets, space=space,
                           log=lambda m: log("  " + m))
             if i == 1:  # keep one curve plot (a block2 unit)
                 import shutil

@@ -92,9 +92,20 @@ class ModelAssets:
             return None
         return float(acts[key][target.unit])
 
+    def reference_units(self) -> list:
+        """The benchmark units stored with these assets (``xdream_ts.reference.reference_units``)."""
+        acts = self.activations()
+        if "reference_units" not in acts:
+            return list(self.ref.select_reference_units(acts))
+        out = []
+        for s in acts["reference_units"]:
+            tensor, channel, position = str(s).split("|")
+            out.append(self.ref.ReferenceUnit(tensor, int(channel), position))
+        return out
+
     def default_target(self):
         from .adapters.onnx import Target
-        units = list(self.ref.REFERENCE_UNITS) or self.ref.select_reference_units(self.activations())
+        units = self.reference_units()
         block2 = [u for u in units if u.tensor == "block2/out"]
         u = block2[0] if block2 else units[0]
         return Target(u.tensor, u.channel, "center" if u.position == "none" else u.position)
@@ -151,7 +162,7 @@ def _available(name: str) -> bool:
 def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, seeds=(0, 1, 2),
             out="compare", decoder: str | None = None, dream_decoder: str = "identity", dream: dict | None = None,
             backward_cost: float | None = None, reference_data=None, layer: str | None = None, threads: int = 1,
-            assets=None, torch_module=None, log=print) -> dict:
+            assets=None, torch_module=None, space=None, log=print) -> dict:
     """Run every optimizer with every seed at ``evaluations`` model evaluations; write results to ``out``.
 
     model: an ONNX file (None: the shipped reference model, or the same files in ``assets``);
@@ -165,7 +176,8 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
     shipped FordA sample for the shipped model, none otherwise); layer: where to measure them (None:
     the penultimate layer); torch_module: with ``model``, the same network as a torch module, for dream
     (targets keep their ONNX tensor names when it was exported with torch.onnx.export; see
-    ``xdream_ts.adapters.torch.layer_names_from_onnx``); without it dream converts with onnx2torch.
+    ``xdream_ts.adapters.torch.layer_names_from_onnx``); without it dream converts with onnx2torch;
+    space: an ``ActivationSpace`` already fitted for this model (instead of reference_data and layer).
     """
     from .adapters.onnx import OnnxScorer, parse_target
     from .analysis import ActivationSpace, default_layer, load_reference_data
@@ -223,14 +235,17 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
         log(f"backward pass = {backward_cost:.2f} forward passes (measured: forward {1e3 * cost_info['forward_s']:.1f} ms, "
             f"forward+backward {1e3 * cost_info['forward_backward_s']:.1f} ms for {cost_info['batch']} series)")
 
-    if reference_data is None and shipped:
+    if space is not None:
+        ref_series = None
+    elif reference_data is None and shipped:
         ref_series = ma.sample_series()[0]
     elif isinstance(reference_data, (str, Path)):
         ref_series = load_reference_data(reference_data)
     else:
         ref_series = reference_data
-    space = None
-    if ref_series is not None:
+    if space is not None:
+        layer = space.layer
+    elif ref_series is not None:
         layer = layer or ("gap" if shipped else default_layer(model_path))
         space = ActivationSpace(model_path, layer, ref_series, threads=threads)
         log(f"plausibility in {layer}: {space.fit.method} fit on {space.fit.n_samples} real series ({space.fit.reason})")
@@ -283,7 +298,7 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "table.md").write_text(format_table(result))
     plot_curves(result, out / "curves.png")
-    plot_best_series(out, rows, ref_series if shipped else None, out / "best_series.png")
+    plot_best_series(out, rows, out / "best_series.png")
     log(f"results in {out}/ (table.md, curves.png, results.json)")
     return result
 
@@ -363,7 +378,7 @@ def plot_curves(result: dict, path) -> Path:
     return path
 
 
-def plot_best_series(out: Path, rows: list[dict], real, path) -> Path:
+def plot_best_series(out: Path, rows: list[dict], path) -> Path:
     """The best series of each optimizer's first seed (one panel each)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
