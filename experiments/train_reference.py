@@ -54,6 +54,10 @@ from pathlib import Path
 
 import warnings
 
+# On a shared machine, OpenMP threads that spin while waiting double the CPU used per step for no gain
+# (measured here under load: 3.5 vs 1.75 CPU-s per batch of 64). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 
 # torch pads even kernels for 'same' with a copy; harmless, and the legacy ONNX exporter is chosen on purpose
