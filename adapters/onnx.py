@@ -997,7 +997,7 @@ class OnnxScorer:
             idx, red = self._single
             a = run(names, {feed: x})[0][idx]
             out = (a if red is None else red(a, axis=1)).astype(np.float64)
-            if not math.isfinite(out.sum()) and not np.isfinite(out).all():
+            if not math.isfinite(np.dot(out, out)) and not np.isfinite(out).all():  # dot: the cheapest NaN/inf probe
                 self._raise_nonfinite(x, out[:, None])
             return out
         scores = np.empty((n, self._k), dtype=np.float64)
@@ -1012,7 +1012,8 @@ class OnnxScorer:
                 if self._fixed_batch and m < step:
                     chunk = self._pad(chunk, step)
                 self._extract(run(names, {feed: chunk}), scores, lo, m)
-        if not math.isfinite(scores.sum()) and not np.isfinite(scores).all():
+        flat = scores.reshape(-1)
+        if not math.isfinite(np.dot(flat, flat)) and not np.isfinite(scores).all():
             self._raise_nonfinite(x, scores)
         return scores[:, 0] if self._k == 1 else scores
 
