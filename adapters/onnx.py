@@ -478,6 +478,11 @@ def _np_dtype(elem_type: int) -> np.dtype:
 _CUDA_FAILED = False  # remembered per process: do not retry (and re-warn) once CUDA failed to start
 
 
+def _gpu_visible() -> bool:
+    """An NVIDIA device node exists (the driver is loaded): a GPU this process could use."""
+    return os.path.exists("/dev/nvidiactl") or any(os.path.exists(f"/dev/nvidia{i}") for i in range(8))
+
+
 def _session(model_bytes: bytes, providers: str | None, threads: int, where: str) -> Any:
     import onnxruntime as ort
 
@@ -513,12 +518,15 @@ def _session(model_bytes: bytes, providers: str | None, threads: int, where: str
         if "CUDAExecutionProvider" in sess.get_providers():
             return sess
         _CUDA_FAILED = True
-        warnings.warn(
-            "onnxruntime could not start CUDAExecutionProvider (no GPU, or CUDA/cuDNN libraries missing); "
-            "running the model on CPU",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        # Asked for CUDA, or a GPU is visible but CUDA did not start: worth a warning. On a machine
+        # with no GPU at all (onnxruntime-gpu lists CUDA anyway), CPU is simply the right choice.
+        if req == "cuda" or _gpu_visible():
+            warnings.warn(
+                "onnxruntime could not start CUDAExecutionProvider (CUDA/cuDNN libraries missing?); "
+                "running the model on CPU",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return sess
     if want_cuda and req == "cuda":
         warnings.warn(

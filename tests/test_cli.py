@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from xdream_ts.cli import main
@@ -98,3 +99,44 @@ def test_import_is_light():
     code = "import sys, xdream_ts; bad = {'torch', 'nevergrad', 'onnxruntime'} & set(sys.modules); print(sorted(bad))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def _tiny_onnx(path):
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(1, 4, 5, padding=2)
+            self.head = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return self.head(h.mean(dim=-1))
+
+    torch.manual_seed(0)
+    torch.onnx.export(Net().eval(), torch.randn(2, 1, 64), str(path), input_names=["series"],
+                      output_names=["logits"], dynamic_axes={"series": {0: "batch"}, "logits": {0: "batch"}},
+                      dynamo=False)
+    return path
+
+
+def test_inspect_and_a_two_target_contrast_run(tmp_path, capsys):
+    import zarr
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    code, out, err = _run(["inspect", str(model), "--json"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["input"]["length"] == 64
+    hidden = [t["name"] for t in info["tensors"] if t["kind"] == "channels-time"]
+    assert hidden, info
+    out_dir = tmp_path / "r.zarr"
+    code, _, err = _run(["run", "--model", str(model), "--target", "logits:0", "--target", "logits:2",
+                         "--objective", "contrast", "--optimizer", "genetic", "--decoder", "basis:8",
+                         "--budget", "80", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    g = zarr.open_group(str(out_dir), mode="r")
+    scores, objective = g["scores"][:], g["objective"][:]
+    assert scores.shape[-1] == 2  # every target's score is kept, not only the combined one
+    np.testing.assert_allclose(objective, scores[:, :, 0, 0] - scores[:, :, 0, 1])
+    code, _, err = _run(["run", "--model", str(model), "--layer", "nope", "--out", str(tmp_path / "x.zarr")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "inspect" in err

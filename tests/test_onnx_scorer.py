@@ -382,6 +382,12 @@ def test_providers_and_threads(models):
         assert s.providers == ["CPUExecutionProvider"]
         assert len([x for x in w if "CPU" in str(x.message)]) == 1
     assert OnnxScorer(path, Target(None, 0), providers="cpu", threads=2).providers == ["CPUExecutionProvider"]
+    from xdream_ts.adapters.onnx import _gpu_visible
+    if not _gpu_visible():  # no GPU at all: CPU is the right choice, not worth a warning on every run
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert OnnxScorer(path, Target(None, 0)).providers == ["CPUExecutionProvider"]
+        assert not [x for x in w if "CUDA" in str(x.message)]
     with pytest.raises(UserError, match="providers"):
         OnnxScorer(path, Target(None, 0), providers="tpu")
     with pytest.raises(UserError, match="threads"):

@@ -27,6 +27,7 @@ RUN_DEFAULTS = {
     "optimizer": "default", "decoder": None, "budget": 3000, "repeats": 1, "noise": "none", "seed": 0,
     "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
     "layout": None, "threads": 1, "length": None, "neuron_seed": 0, "progress": True, "reference": None,
+    "target": None, "objective": "sum", "providers": None, "tensor_layout": None,
     # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
     "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
@@ -51,7 +52,13 @@ def _add_run(sub):
     p.add_argument("--layer", help="tensor name in the model (`xdream-ts inspect MODEL`); default: first output")
     p.add_argument("--unit", type=int, help="channel (or feature) of the tensor, default 0")
     p.add_argument("--position", help="center (default), mean, max, or a time step")
+    p.add_argument("--target", action="append", metavar="TENSOR:UNIT[@POS]",
+                   help="a target unit; repeat for several (then --objective combines them; the store keeps each)")
+    p.add_argument("--objective", choices=("sum", "contrast"),
+                   help="several targets: their sum (default), or contrast = first minus the mean of the others")
     p.add_argument("--layout", help="input layout when the model's is ambiguous: NCL, NLC or NL")
+    p.add_argument("--tensor-layout", help="layout of hidden tensors when it cannot be traced: NCL or NLC")
+    p.add_argument("--providers", choices=("cpu", "cuda"), help="onnxruntime execution provider (default: CUDA when it really works)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads, default 1")
     p.add_argument("--length", type=int, help="series length when neither the model nor the decoder fixes it")
     p.add_argument("--reference", type=float, help="reference maximum activation of the unit (for relative activation)")
@@ -116,12 +123,17 @@ def build_target(opts: dict):
         return with_noise(scorer, opts["noise"], seed=opts["seed"]), reference
     model = opts["model"] or _shipped_model()
     if model:
-        from .adapters.onnx import OnnxScorer, Target, parse_position
-        target = Target(opts["layer"], int(opts["unit"]), parse_position(str(opts["position"])))
-        scorer = OnnxScorer(model, target, threads=int(opts["threads"]), layout=opts["layout"],
-                            length=opts["length"])
-        if reference is None:
-            reference = _shipped_reference_max(model, target)
+        from .adapters.onnx import OnnxScorer, Target, parse_position, parse_target
+        if opts["target"]:
+            specs = [opts["target"]] if isinstance(opts["target"], str) else list(opts["target"])
+            targets = [parse_target(t) for t in specs]
+        else:
+            targets = [Target(opts["layer"], int(opts["unit"]), parse_position(str(opts["position"])))]
+        scorer = OnnxScorer(model, targets, objective=opts["objective"], threads=int(opts["threads"]),
+                            layout=opts["layout"], length=opts["length"], providers=opts["providers"],
+                            tensor_layout=opts["tensor_layout"])
+        if reference is None and len(targets) == 1:
+            reference = _shipped_reference_max(model, targets[0])
     else:
         scorer = SimulatedNeuron(length=opts["length"] or 500, seed=int(opts["neuron_seed"]))
         reference = reference if reference is not None else scorer.max_response
