@@ -1,0 +1,437 @@
+"""Train a convolutional VAE decoder on time series and export it for the search loop.
+
+    xdream-ts train-decoder --data FordA --out my_decoder [--latent-dim 64] [--epochs 60] [--seed 0] [--length 256]
+
+``--data`` is a UCR dataset folder, a single UCR .tsv(.gz) file, or a dataset name found through
+``$XDREAM_TS_DATA`` (see ``xdream_ts.data``); several can be given (comma separated) to train one decoder
+on all of them, resampled to a common length. Only the TRAIN split is used; the TEST split stays
+held out. In Python, ``data`` may also be an array (n, L) or (n, C, L) of series.
+
+The output folder holds everything needed to use the decoder without this package's training code:
+
+    decoder.onnx   code (batch, d) -> series (batch, [C,] L), z-normalised per series (opset 17)
+    encoder.onnx   series (batch, [C,] L) -> mu (batch, d)   (the posterior mean: XDream's "ivt")
+    weights.pt     torch state_dict (float32), load with torch.load(..., weights_only=True)
+    decoder.json   architecture, training data, losses, seed, versions
+
+Load it with ``xdream_ts.decoders.onnx_decoder.OnnxDecoder(out_dir)``.
+Training is deterministic for a given seed, data and thread count (CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .series import resample, znormalize
+
+FORMAT = "xdream_ts.vae/1"
+STEP = 16  # the length must be a multiple of 2**n_up (4 upsampling stages by default)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def _trim_nan(row: np.ndarray) -> np.ndarray:
+    """UCR variable-length series are NaN-padded at the end: keep the valid prefix."""
+    finite = np.isfinite(row)
+    if finite.all():
+        return row
+    n = int(np.argmin(finite))  # first non-finite value
+    if n < 2 or np.isfinite(row[n:]).any():
+        raise UserError("training data holds NaN/inf values inside a series; remove or interpolate them "
+                        "(only NaN padding at the end of a series is accepted)")
+    return row[:n]
+
+
+def _as_array(spec, label: str) -> tuple[np.ndarray, str]:
+    """One data source -> float array (n, L) or (n, C, L) of TRAIN series (NaN padding still possible)."""
+    if isinstance(spec, (str, os.PathLike)):
+        from .data import load_ucr
+
+        out = load_ucr(spec, split="train") if not str(spec).endswith((".tsv", ".tsv.gz")) else load_ucr(spec)
+        X = np.asarray(out[0], dtype=np.float64)
+        return X, str(spec)
+    X = np.asarray(spec, dtype=np.float64)
+    if X.ndim not in (2, 3):
+        raise UserError(f"training data for {label} has shape {X.shape}; pass an array (n, length) or "
+                        "(n, channels, length), a UCR dataset name or a folder")
+    return X, f"array{list(X.shape)}"
+
+
+def _prepare(X: np.ndarray, length: int) -> np.ndarray:
+    """Resample each series to ``length`` and z-normalise it (per channel): float32 (n, [C,] length)."""
+    if X.ndim == 2 and not np.isfinite(X).all():
+        X = np.stack([resample(_trim_nan(r), length) for r in X])
+    elif not np.isfinite(X).all():
+        raise UserError("training data holds NaN/inf values; remove or interpolate them first")
+    return znormalize(resample(X, length)).astype(np.float32)
+
+
+def load_training_data(data, length: int | None = None):
+    """Normalise the ``data`` argument of :func:`train_decoder`.
+
+    Returns ``(arrays, length, channels, descriptions)``: one float32 array per source, resampled to
+    ``length`` and z-normalised. ``length=None`` picks the longest native length rounded up to a
+    multiple of 16.
+    """
+    multi = isinstance(data, (list, tuple)) and len(data) > 0 and all(
+        isinstance(s, (str, os.PathLike)) or (isinstance(s, np.ndarray) and s.ndim >= 2) for s in data)
+    sources = list(data) if multi else [data]
+    if not sources:
+        raise UserError("no training data given; pass a UCR dataset name/folder or an array of series")
+    raw, desc = [], []
+    for i, s in enumerate(sources):
+        X, d = _as_array(s, f"source {i}")
+        if len(X) < 2:
+            raise UserError(f"training data {d} holds {len(X)} series; a decoder needs at least a few dozen")
+        raw.append(X)
+        desc.append({"source": d, "n": int(len(X)), "shape": list(X.shape[1:])})
+    ndims = {X.ndim for X in raw}
+    if len(ndims) > 1:
+        raise UserError("training sources mix univariate (n, L) and multivariate (n, C, L) arrays; use one kind")
+    channels = None
+    if raw[0].ndim == 3:
+        cs = {X.shape[1] for X in raw}
+        if len(cs) > 1:
+            raise UserError(f"training sources have different channel counts {sorted(cs)}; use one")
+        channels = int(cs.pop())
+    if length is None:
+        native = max(X.shape[-1] for X in raw)
+        length = max(STEP, int(math.ceil(native / STEP) * STEP))
+    length = int(length)
+    if length < STEP or length % STEP:
+        raise UserError(f"--length {length} must be a positive multiple of {STEP}; "
+                        f"try {max(STEP, int(round(length / STEP)) * STEP)}")
+    return [_prepare(X, length) for X in raw], length, channels, desc
+
+
+def _augment(batch: np.ndarray, rng: np.random.Generator, crop_min: float) -> np.ndarray:
+    """Random crop of a fraction [crop_min, 1] of each series, stretched back to full length, z-normalised.
+
+    A mild time-shift and time-warp: the small datasets are seen many times per epoch, this keeps the
+    decoder from memorising their exact phase.
+    """
+    if crop_min >= 1.0:
+        return batch
+    n, L = batch.shape[0], batch.shape[-1]
+    frac = rng.uniform(crop_min, 1.0, size=n)
+    start = rng.uniform(0.0, 1.0, size=n) * (1.0 - frac) * (L - 1)
+    t = start[:, None] + np.linspace(0.0, 1.0, L)[None, :] * (frac[:, None] * (L - 1))
+    i0 = np.clip(np.floor(t).astype(np.int64), 0, L - 2)
+    w = (t - i0).astype(np.float32)
+    flat = batch.reshape(n, -1, L)
+    idx0 = np.broadcast_to(i0[:, None, :], flat.shape)
+    out = (np.take_along_axis(flat, idx0, -1) * (1 - w[:, None]) + np.take_along_axis(flat, idx0 + 1, -1) * w[:, None])
+    return znormalize(out.reshape(batch.shape)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+def train_decoder(data, out_dir, latent_dim: int = 64, length: int | None = None, epochs: int = 60,
+                  batch_size: int = 64, seed: int = 0, val_fraction: float = 0.1, patience: int = 10,
+                  progress: bool = True, *, beta: float = 1.0, sigma: float = 0.2, warmup_epochs: int = 10,
+                  free_bits: float = 0.0, lr: float = 2e-3, widths=(32, 48, 64, 64),
+                  dataset_weights=None, samples_per_epoch: int | None = None, augment: float = 0.9,
+                  threads: int | None = 1, calibrate: bool = True, verify: bool = True) -> dict:
+    """Train a VAE on ``data`` and save ``decoder.onnx``, ``encoder.onnx``, ``weights.pt``, ``decoder.json``.
+
+    data: array (n, L) / (n, C, L), a UCR name / folder / file, or a list of these (one decoder on all,
+        each resampled to ``length``). Only TRAIN splits of UCR data are read.
+    length: training length (multiple of 16); None = longest native length rounded up to 16.
+    epochs, batch_size, lr: Adam with cosine decay over ``epochs``.
+    val_fraction, patience: per-source random validation split; early stopping when the validation
+        loss (at full beta, with the posterior mean) has not improved for ``patience`` epochs after the
+        KL warm-up; the best weights are kept.
+    beta, sigma, warmup_epochs, free_bits: loss = SSE / (2 sigma^2) + beta * KL, beta ramped from 0
+        over ``warmup_epochs``; ``free_bits`` > 0 floors the batch-mean KL of each latent dimension.
+    dataset_weights: relative sampling weight of each source (default: proportional to its size);
+        ``samples_per_epoch`` training series are drawn per epoch (default: all training series).
+    augment: minimum crop fraction of the random crop-and-stretch augmentation (1.0 = off).
+    calibrate: after training, reparametrise the code space so that N(0, I) codes follow a Gaussian
+        fit of the aggregate posterior (``xdream_ts.decoders.vae.calibrate_prior``).
+    threads: torch CPU threads during training (restored afterwards); None = leave torch's setting.
+        Default 1: the model is small, more threads rarely help, and a thread pool spinning against
+        other processes on a shared machine is many times slower than one thread.
+
+    Returns the dict written to decoder.json (plus ``out_dir``).
+    """
+    import torch
+
+    from .decoders.vae import VAEConfig, build_vae, calibrate_prior, vae_loss
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if epochs < 1 or batch_size < 1:
+        raise UserError(f"epochs={epochs} and batch_size={batch_size} must be >= 1")
+    arrays, length, channels, desc = load_training_data(data, length)
+    cfg = VAEConfig(latent_dim=int(latent_dim), length=length, channels=channels,
+                    widths=[int(w) for w in widths]).validate()
+    if length % 2 ** cfg.n_up:
+        raise UserError(f"length {length} must be a multiple of {2 ** cfg.n_up} for {cfg.n_up} stages")
+
+    rng = np.random.default_rng(seed)
+    train_parts, val_parts = [], []
+    for X, d in zip(arrays, desc):
+        perm = rng.permutation(len(X))
+        n_val = int(round(val_fraction * len(X))) if val_fraction > 0 else 0
+        n_val = min(n_val, len(X) - 1)
+        val_parts.append(X[perm[:n_val]])
+        train_parts.append(X[perm[n_val:]])
+        d.update(n_train=int(len(X) - n_val), n_val=int(n_val))
+    sizes = np.array([len(t) for t in train_parts], dtype=np.float64)
+    if dataset_weights is None:
+        weights = sizes / sizes.sum()
+    else:
+        weights = np.asarray(dataset_weights, dtype=np.float64)
+        if weights.shape != sizes.shape or (weights < 0).any() or weights.sum() <= 0:
+            raise UserError(f"dataset_weights must be {len(sizes)} non-negative numbers, one per data source")
+        weights = weights / weights.sum()
+    for d, w in zip(desc, weights):
+        d["sampling_weight"] = round(float(w), 6)
+    X_train = np.concatenate(train_parts)
+    X_val = np.concatenate(val_parts) if sum(len(v) for v in val_parts) else X_train[: min(len(X_train), 256)]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    per_sample_p = np.concatenate([np.full(int(s), w / s) for s, w in zip(sizes, weights)])
+    uniform = dataset_weights is None
+    n_epoch = int(samples_per_epoch or len(X_train))
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        torch.manual_seed(seed)
+        model = build_vae(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        steps_per_epoch = max(1, math.ceil(n_epoch / batch_size))
+        total_steps = epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+        Xv = torch.from_numpy(X_val)
+        best = (math.inf, None, -1)
+        history = []
+        bar = _progress(range(epochs), progress)
+        t0 = time.time()
+        step = 0
+        for epoch in bar:
+            model.train()
+            if uniform and n_epoch == len(X_train):
+                idx = rng.permutation(len(X_train))
+            else:
+                idx = rng.choice(len(X_train), size=n_epoch, replace=True, p=per_sample_p)
+            sums = np.zeros(3)
+            for b in range(steps_per_epoch):
+                batch = X_train[idx[b * batch_size:(b + 1) * batch_size]]
+                if len(batch) < 2:  # BatchNorm needs 2 series
+                    continue
+                batch = _augment(batch, rng, augment)
+                warm = min(1.0, (step + 1) / max(1, warmup_epochs * steps_per_epoch))
+                loss, recon, kl, sse = vae_loss(model, torch.from_numpy(batch), beta * warm, sigma, free_bits)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                opt.step()
+                sched.step()
+                step += 1
+                sums += [loss.item() * len(batch), sse.item() * len(batch), kl.item() * len(batch)]
+            val = _evaluate(model, Xv, beta, sigma, batch_size=512)
+            n_seen = min(n_epoch, steps_per_epoch * batch_size)
+            rec = {"epoch": epoch + 1, "train_loss": sums[0] / n_seen,
+                   "train_mse": sums[1] / n_seen / (cfg.length * (channels or 1)), "train_kl": sums[2] / n_seen, **val}
+            history.append(rec)
+            if progress and hasattr(bar, "set_postfix"):
+                bar.set_postfix(val_mse=f"{val['val_mse']:.4f}", kl=f"{val['val_kl']:.1f}")
+            # During the KL warm-up the latest weights are always kept: the model is still moving
+            # towards the full-beta objective; afterwards only improvements of the validation loss.
+            if val["val_loss"] < best[0] or epoch + 1 <= warmup_epochs:
+                best = (val["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch + 1)
+            elif epoch + 1 - best[2] >= patience:
+                break
+        train_seconds = time.time() - t0
+        model.load_state_dict(best[1])
+        model.eval()
+        final = _evaluate(model, Xv, beta, sigma, batch_size=512)
+        calibration = calibrate_prior(model, X_train, per_sample_p) if calibrate else None
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to(torch.float32) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        torch.save(state, out / "weights.pt")
+        _export(model, cfg, out)
+        import onnx
+
+        info = {
+            "format": FORMAT,
+            "name": "vae",
+            "latent_dim": cfg.latent_dim,
+            "length": cfg.length,
+            "channels": cfg.channels,
+            "architecture": {"type": "conv1d-vae", **cfg.to_dict(), "n_up": cfg.n_up,
+                             "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                             "decoder_parameters": int(sum(p.numel() for p in model.decoder.parameters())),
+                             "output": "z-normalised per series and channel (inside the ONNX graph)"},
+            "training": {"data": desc, "epochs_max": epochs, "epochs_run": len(history), "best_epoch": best[2],
+                         "batch_size": batch_size, "lr": lr, "beta": beta, "sigma": sigma,
+                         "warmup_epochs": warmup_epochs, "free_bits": free_bits, "augment_crop_min": augment,
+                         "samples_per_epoch": n_epoch, "val_fraction": val_fraction, "patience": patience,
+                         "threads": threads, "seconds": round(train_seconds, 1),
+                         "val_loss": final["val_loss"], "val_mse": final["val_mse"], "val_kl": final["val_kl"],
+                         "prior_calibration": calibration,
+                         "history": [{k: round(float(v), 5) for k, v in h.items()} for h in history]},
+            "seed": seed,
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
+                         "python": platform.python_version(), "xdream_ts": _version()},
+            "files": {"decoder": "decoder.onnx", "encoder": "encoder.onnx", "weights": "weights.pt"},
+        }
+        if verify:
+            info["onnx_max_abs_diff"] = _verify(model, cfg, out, seed)
+        (out / "decoder.json").write_text(json.dumps(info, indent=1) + "\n")
+        return {**info, "out_dir": str(out)}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _evaluate(model, Xv, beta, sigma, batch_size=512) -> dict:
+    """Validation loss with the posterior mean (deterministic) at full beta."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    tot = {"sse": 0.0, "kl": 0.0}
+    with torch.no_grad():
+        for i in range(0, len(Xv), batch_size):
+            x = Xv[i:i + batch_size]
+            mu, logvar = model.encoder(x)
+            r = model.decoder.raw(mu)
+            tot["sse"] += float(((r - x) ** 2).flatten(1).sum(1).sum())
+            tot["kl"] += float((0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar)).sum())
+    model.train(was_training)
+    n = len(Xv)
+    per = Xv[0].numel()
+    sse, kl = tot["sse"] / n, tot["kl"] / n
+    return {"val_loss": sse / (2 * sigma ** 2) + beta * kl, "val_mse": sse / per, "val_kl": kl}
+
+
+def _export(model, cfg, out: Path) -> None:
+    import torch
+
+    model.eval()
+    code = torch.zeros(2, cfg.latent_dim)
+    series_shape = (2, cfg.length) if cfg.channels is None else (2, cfg.channels, cfg.length)
+    series = torch.zeros(series_shape)
+
+    class MuOnly(torch.nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            return self.enc.code(x)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.decoder, (code,), str(out / "decoder.onnx"), input_names=["code"],
+                          output_names=["series"], dynamic_axes={"code": {0: "batch"}, "series": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        torch.onnx.export(MuOnly(model.encoder), (series,), str(out / "encoder.onnx"), input_names=["series"],
+                          output_names=["mu"], dynamic_axes={"series": {0: "batch"}, "mu": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
+def _verify(model, cfg, out: Path, seed: int) -> float:
+    """Max |ONNX - torch| decoder output on 16 random codes (recorded in decoder.json)."""
+    import torch
+
+    from .decoders.onnx_decoder import OnnxDecoder
+
+    codes = np.random.default_rng(seed + 1).standard_normal((16, cfg.latent_dim)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.decoder(torch.from_numpy(codes)).numpy()
+    got = OnnxDecoder(out, _config={"latent_dim": cfg.latent_dim, "length": cfg.length,
+                                    "channels": cfg.channels})(codes)
+    return float(np.abs(ref - got).max())
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("xdream-ts")
+    except Exception:  # noqa: BLE001 - not installed: a source checkout
+        return "unknown"
+
+
+def _progress(it, enabled: bool):
+    if not enabled:
+        return it
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return it
+    return tqdm(it, desc="train-decoder", unit="epoch", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    """Register ``train-decoder`` on an argparse subparsers object; the handler is ``args.func(args)``."""
+    p = subparsers.add_parser(
+        "train-decoder", help="train a VAE decoder (latent codes -> series) on your series",
+        description="Train a 1-D convolutional VAE on UCR-format series and save decoder.onnx, encoder.onnx, "
+                    "weights.pt and decoder.json into --out; use it with --decoder DIR.")
+    _add_arguments(p)
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True,
+                   help="UCR dataset folder, .tsv(.gz) file, or name found via $XDREAM_TS_DATA; "
+                        "several separated by commas (TRAIN splits only)")
+    p.add_argument("--out", required=True, help="output folder (created; decoder files overwritten)")
+    p.add_argument("--latent-dim", type=int, default=64, help="latent code size (default 64)")
+    p.add_argument("--length", type=int, default=None,
+                   help="training length, a multiple of 16 (default: longest series rounded up)")
+    p.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60; early stopping)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight (default 1.0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    data = [s for s in (x.strip() for x in str(args.data).split(",")) if s]
+    info = train_decoder(data if len(data) > 1 else data[0], args.out, latent_dim=args.latent_dim,
+                         length=args.length, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                         patience=args.patience, beta=args.beta, threads=args.threads, progress=not args.quiet)
+    t = info["training"]
+    print(f"saved {info['out_dir']}: latent_dim={info['latent_dim']} length={info['length']} "
+          f"val_mse={t['val_mse']:.4f} val_kl={t['val_kl']:.1f} epochs={t['epochs_run']} ({t['seconds']:.0f} s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m xdream_ts.train_decoder --data ... --out ...``; UserErrors print one line, exit 2."""
+    p = argparse.ArgumentParser(prog="xdream-ts train-decoder", description=add_cli.__doc__)
+    _add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run_cli(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
