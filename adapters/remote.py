@@ -79,6 +79,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, (when - now_dt).total_seconds())
 
 
+_TLS = None
+
+
+def _default_tls():
+    # Loading the CA bundle takes 0.1-1 s; every scorer of this process shares one verifying context.
+    global _TLS
+    if _TLS is None:
+        import httpx
+        _TLS = httpx.create_ssl_context()
+    return _TLS
+
+
 class _BatchFailed(Exception):
     """A batch that got no usable scores; ``reason`` is what the report counts."""
 
@@ -240,7 +252,7 @@ class RemoteScorer:
                 raise UserError(f"verify={verify!r}: no such CA bundle file; pass True, False or a .pem path")
             tls = ssl.create_default_context(cafile=verify)
         else:
-            tls = bool(verify)
+            tls = _default_tls() if verify else False
         self._client = httpx.Client(headers=headers, verify=tls, http2=False,
                                     timeout=httpx.Timeout(connect=self.timeout[0], read=self.timeout[1],
                                                           write=self.timeout[1], pool=self.timeout[1]),
