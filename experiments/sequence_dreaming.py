@@ -18,7 +18,7 @@ Three parts, results in experiments/results/sequence_dreaming[_quick].md with pl
 Dreams start from random series (N(0, 1), z-normalised by the identity decoder, as the loop's stimuli are).
 
     python experiments/sequence_dreaming.py            # full (about 40 minutes on 2 busy cores)
-    python experiments/sequence_dreaming.py --quick    # a few minutes: fewer steps, units, seeds
+    python experiments/sequence_dreaming.py --quick    # ~5 minutes on 2 busy cores: fewer steps, units, seeds
     python experiments/sequence_dreaming.py --assets experiments/_work/smoke/assets   # a rebuilt model
 """
 from __future__ import annotations
@@ -45,8 +45,8 @@ def log(msg: str) -> None:
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(steps=30, population=2, autotune_trials=4, autotune_steps=15, units_per_block=1,
-                    evaluations=160, seeds=(0,), optimizers=("default", "genetic", "random", "dream"))
+        return dict(steps=40, population=2, autotune_trials=4, autotune_steps=20, units_per_block=1,
+                    evaluations=240, seeds=(0,), optimizers=("default", "genetic", "random", "dream"))
     return dict(steps=200, population=4, autotune_trials=8, autotune_steps=60, units_per_block=1,
                 evaluations=1500, seeds=(0, 1, 2), optimizers=("default", "cmaes", "genetic", "random", "dream"))
 
