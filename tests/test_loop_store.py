@@ -187,3 +187,26 @@ def test_gain_noise_statistics():
     assert abs(noisy.mean() / neuron.max_response - 1.0) < 0.02  # E[max(0, 1 + 0.5 N)] ~= 1.004
     poisson = PoissonNoise(neuron, scale=1.0, seed=0)(x)
     assert abs(poisson.var() - neuron.max_response) < 0.5  # Poisson: variance = mean
+
+
+def test_resume_counts_presentations_from_committed_generations(tmp_path):
+    """A stale presentations counter (a kill between metadata writes) must not add a generation."""
+    dec, scorer, _ = _setup()
+    full = xdream_ts.run(dec, scorer, make_optimizer("genetic", 8, seed=2), budget=200, store=tmp_path / "a.zarr",
+                         progress=False)
+
+    def stop_after_4(g, *_):
+        if g == 4:
+            raise KeyboardInterrupt
+
+    dec, scorer, _ = _setup()
+    with pytest.raises(KeyboardInterrupt):
+        xdream_ts.run(dec, scorer, make_optimizer("genetic", 8, seed=2), budget=200, store=tmp_path / "b.zarr",
+                      progress=False, callback=stop_after_4)
+    g = zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")
+    g.update_attributes({"presentations": 60})  # one generation behind the commit marker
+    dec, scorer, _ = _setup()
+    resumed = xdream_ts.run(dec, scorer, make_optimizer("genetic", 8, seed=2), budget=200,
+                            store=tmp_path / "b.zarr", resume=True, progress=False)
+    assert resumed.generations == full.generations == 10
+    np.testing.assert_array_equal(resumed.codes, full.codes)

@@ -251,9 +251,10 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scorer") is not None and hasattr(scorer, "load_state_dict"):
                 scorer.load_state_dict(state["scorer"])
-        presentations = int(st.attrs["presentations"])
+        # counted from the committed generations themselves, not from a separate counter
+        presentations = int(st.read("n_evaluated").sum()) * int(st.attrs["repeats"])
         cfg = {**old, "budget": budget}
-        st.group.attrs.update({"config": cfg, "budget": budget, "complete": False})
+        st.group.update_attributes({"config": cfg, "budget": budget, "complete": False})
     else:
         g0, presentations = 0, 0
 

@@ -202,7 +202,7 @@ class RigSearch:
         self.cfg = {**old, "budget": self.budget}
         self.store = st
         self.done = self.presentations >= self.budget and bool(st.attrs.get("complete"))
-        st.group.attrs.update({"config": self.cfg, "budget": self.budget, "complete": self.done})
+        st.group.update_attributes({"config": self.cfg, "budget": self.budget, "complete": self.done})
 
     def _ask(self) -> None:
         """Open the next generation (or finish the run)."""
@@ -370,7 +370,7 @@ class RigSearch:
         state = {"optimizer": self.optimizer.state_dict(), "scorer": None}
         self.store.append(gen.g, codes=gen.codes, series=gen.series, scores=observed, objective=told, clean=None,
                           n_evaluated=gen.n, state=state, presentations=self.presentations)
-        self.store.group.attrs.update({"rig_counters": dict(self.counters)})
+        self.store.group.update_attributes({"rig_counters": dict(self.counters)})
         best = np.nanmax(told) if np.isfinite(told).any() else float("nan")
         log.info("rig: generation %d complete: %d presentations, %d unanswered (NaN), generation best %.4g; %d of %d "
                  "presentations done", gen.g, gen.n * self.repeats, missing, best, self.presentations, self.budget)

@@ -78,7 +78,7 @@ class RunStore:
             store._array("clean_scores", (G, P, *tk), "f8")
         store._array("n_evaluated", (G,), "i4", fill=0)
         group.create_array("state", shape=(G,), chunks=(1,), dtype=str, fill_value="")
-        group.attrs.update({"format": FORMAT, **attrs, "population_size": P, "repeats": repeats,
+        group.update_attributes({"format": FORMAT, **attrs, "population_size": P, "repeats": repeats,
                             "generations_completed": 0, "presentations": 0, "complete": False})
         return store
 
@@ -135,11 +135,12 @@ class RunStore:
         if clean is not None and "clean_scores" in self.group:
             rows["clean_scores"] = _padded(clean, n, self._arr("clean_scores").shape[1:], np.float64)
         _write_rows(g, [(self._arr(k), v) for k, v in rows.items()])
-        # The commit marker, written last: everything above belongs to a complete generation now.
-        self.group.attrs.update({"generations_completed": g + 1, "presentations": int(presentations)})
+        # The commit marker, written last and in ONE metadata write (zarr's attrs.update writes once per
+        # key, and a kill between two keys would leave them disagreeing).
+        self.group.update_attributes({"generations_completed": g + 1, "presentations": int(presentations)})
 
     def mark_complete(self, summary: dict) -> None:
-        self.group.attrs.update({**summary, "complete": True})
+        self.group.update_attributes({**summary, "complete": True})
 
     def state(self, g: int) -> dict:
         return serial.loads(str(self._arr("state")[g]))
