@@ -9,7 +9,7 @@ What it does, in order (each step writes into ``--workdir``, git-ignored, then i
    the best validation accuracy (ties: lower validation loss) is kept. TEST (1320 series) is never used
    for any choice: it is evaluated once, at the end, and reported.
    Recipe: AdamW (lr 3e-3 peak, weight decay 1e-2 on weights only), one-cycle schedule (cosine, 20%
-   warm-up), batch 64, label smoothing 0.05, 40 epochs, seed 0; augmentation on the fly (seeded per
+   warm-up), batch 64, label smoothing 0.05, 30 epochs, seed 0; augmentation on the fly (seeded per
    epoch): circular time shift, random amplitude scaling 0.8-1.2, Gaussian jitter sd 0.05, then z-normalised
    again so the model only ever sees z-normalised series (the stimulus space of xdream_ts). A checkpoint is
    written after every epoch: ``--resume`` continues exactly where an interrupted run stopped (the data order
@@ -163,9 +163,16 @@ def train(args, data):
     workdir = Path(args.workdir)
     ckpt_path, best_path = workdir / "checkpoint.pt", workdir / "best.pt"
     start, history, best = 0, [], {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1}
+    # optional exponential moving average of the weights (and BN buffers); when on, it is the EMA
+    # model that is validated, selected and shipped
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if args.ema_decay > 0 else None
+    n_steps = 0
     if args.resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
+        if ema is not None:
+            ema = ck["ema"]
+            n_steps = int(ck["n_steps"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start, history, best = ck["epoch"] + 1, json.loads(ck["history"]), json.loads(ck["best"])
@@ -190,9 +197,23 @@ def train(args, data):
             loss.backward()
             opt.step()
             sched.step()
+            n_steps += 1
+            if ema is not None:
+                d = min(args.ema_decay, (1 + n_steps) / (10 + n_steps))
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if v.is_floating_point():
+                            ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+                        else:
+                            ema[k].copy_(v)
             tot += float(loss.detach()) * len(yb)
             n_ok += int((logits.argmax(1) == yb).sum())
-        va_loss, va_acc = evaluate(model, X_va, y_va)
+        if ema is not None:
+            eval_model = ref.build_resnet()
+            eval_model.load_state_dict(ema)
+        else:
+            eval_model = model
+        va_loss, va_acc = evaluate(eval_model, X_va, y_va)
         rec = {"epoch": epoch + 1, "train_loss": tot / len(Xe), "train_acc": n_ok / len(Xe),
                "val_loss": va_loss, "val_acc": va_acc, "lr": sched.get_last_lr()[0],
                "seconds": time.time() - t0}
@@ -200,10 +221,12 @@ def train(args, data):
         improved = (va_acc > best["val_acc"]) or (va_acc == best["val_acc"] and va_loss < best["val_loss"])
         if improved:
             best = {"val_acc": va_acc, "val_loss": va_loss, "epoch": epoch + 1}
-            torch.save({"model": model.state_dict(), "best": json.dumps(best)}, best_path)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "history": json.dumps(history), "best": json.dumps(best)},
-                   str(ckpt_path) + ".tmp")
+            torch.save({"model": eval_model.state_dict(), "best": json.dumps(best)}, best_path)
+        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "epoch": epoch, "history": json.dumps(history), "best": json.dumps(best), "n_steps": n_steps}
+        if ema is not None:
+            ck["ema"] = ema
+        torch.save(ck, str(ckpt_path) + ".tmp")
         os.replace(str(ckpt_path) + ".tmp", ckpt_path)  # atomic: a kill never leaves half a checkpoint
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.0f s%s",
                  epoch + 1, args.epochs, rec["train_loss"], rec["train_acc"], va_loss, va_acc, rec["lr"],
@@ -440,7 +463,7 @@ def export_all(args, data, history, best) -> dict:
         "sample_accuracy": sample_acc,
         "recipe": {"optimizer": "AdamW", "lr_max": args.lr, "weight_decay": args.weight_decay,
                    "schedule": "OneCycle cosine, pct_start 0.2", "batch_size": args.batch_size,
-                   "label_smoothing": args.label_smoothing,
+                   "label_smoothing": args.label_smoothing, "ema_decay": args.ema_decay,
                    "augmentation": ("circular shift, scale U(0.8,1.2), jitter N(0,0.05), re-z-normalise"
                                     if args.augment else "none")},
         "history": history,
@@ -472,12 +495,15 @@ def main(argv=None):
     p.add_argument("--workdir", default=str(REPO / "experiments" / "_work" / "reference"))
     p.add_argument("--assets", default=str(REPO / "xdream_ts" / "assets"))
     p.add_argument("--log", default=None, help="log file (default WORKDIR/train_reference.log)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights (e.g. 0.995 per step) and "
+                        "validate/select/ship it; 0 = off")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
