@@ -188,13 +188,10 @@ def cmd_run(args) -> int:
 
 
 def _default_decoder_spec() -> str:
-    try:
-        from .decoders.onnx_decoder import default_decoder_available
-        if default_decoder_available():
-            return "default"
-    except ImportError:
-        pass
-    return "basis"
+    """The shipped learned decoder when the package carries it, else the smooth basis."""
+    from importlib import resources
+    shipped = resources.files("xdream_ts.assets").joinpath("default_decoder", "decoder.onnx")
+    return "default" if shipped.is_file() else "basis"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def demo_units():
     return [ReferenceUnit(*u) for u in chosen]
 
 
-def run_demo(out: str | Path = "demo-output", budget: int = 1500, seed: int = 0, progress: bool = True,
+def run_demo(out: str | Path = "demo-output", budget: int = 2000, seed: int = 0, progress: bool = True,
              units=None, optimizers=OPTIMIZERS, plots: bool = True) -> list[dict]:
     from .adapters.onnx import OnnxScorer, Target
     from .decoders import make_decoder
@@ -88,7 +88,7 @@ def add_cli(sub) -> None:
     p = sub.add_parser("demo", help="search units of the shipped model; print a table, write plots",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("--out", default="demo-output", help="folder for run stores and plots (default demo-output)")
-    p.add_argument("--budget", type=int, default=1500, help="presentations per search (default 1500)")
+    p.add_argument("--budget", type=int, default=2000, help="presentations per search (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=_cmd)
