@@ -213,3 +213,21 @@ def test_autotune_scores_activation_and_plausibility():
     best = max(rows, key=lambda r: r["score"])
     assert res["best"] == {"ema": best["ema"], "tv": best["tv"]}
     assert Dream.autotune is not None
+
+
+def test_redraw_dead_restarts():
+    # ReLU(x[centre] - 1.5): silent, with zero gradient, for most z-normalised random starts
+    gate = nn.Conv1d(1, 1, 1)
+    with torch.no_grad():
+        gate.weight.fill_(1.0)
+        gate.bias.fill_(-1.5)
+    sc = TorchScorer(nn.Sequential(gate, nn.ReLU()).eval(), "1:0@center", length=L, channels=1)
+    dec = IdentityDecoder(L)
+    seed = next(s for s in range(50)
+                if np.all(Dream(L, seed=s, population_size=2).bind(dec, sc).objective_at(Dream(L, seed=s, population_size=2).x) == 0))
+    stuck = Dream(L, seed=seed, population_size=2).bind(dec, sc)
+    _, act = stuck.optimize(60)
+    assert np.all(act == 0)  # no gradient, no move
+    revived = Dream(L, seed=seed, population_size=2, redraw_dead=True).bind(dec, sc)
+    _, act = revived.optimize(60)
+    assert revived.n_redrawn > 0 and act.max() > 0.5

@@ -180,17 +180,20 @@ class Dream(BaseOptimizer):
                     in raw mode; encoded series in latent mode); None: random N(0, init_scale^2)
     init_noise      std of noise added to ``init`` rows, so restarts from one series differ
     steps_per_generation  Adam steps per tell (the loop records one generation per tell)
+    redraw_dead     redraw a restart whose gradient is exactly zero (a ReLU unit silent for that input
+                    gives no gradient, so that restart could never move) from N(0, init_scale^2), with
+                    fresh Adam moments. Off by default: the committed results were measured without it
     """
 
     name = "dream"
     needs_gradients = True
-    _state_keys = ("x", "m", "v", "t", "n_forward", "n_backward", "best_x", "best_score")
+    _state_keys = ("x", "m", "v", "t", "n_forward", "n_backward", "n_redrawn", "best_x", "best_score")
 
     def __init__(self, dim: int, seed: int | None = None, population_size: int = 4, learning_rate: float = 0.05,
                  l2: float = 0.0, tv: float = 0.0, smooth: float = 0.0, ema: float = 0.0, lowpass: float = 0.0,
                  value_range: tuple | None = None, init: np.ndarray | None = None, init_scale: float = 1.0,
                  init_noise: float = 0.0, steps_per_generation: int = 1, beta1: float = 0.9, beta2: float = 0.999,
-                 noisy: bool = False):
+                 redraw_dead: bool = False, noisy: bool = False):
         super().__init__(dim, seed)
         if int(population_size) < 1 or learning_rate <= 0 or int(steps_per_generation) < 1:
             raise UserError("dream: population_size and steps_per_generation must be >= 1, learning_rate > 0")
@@ -206,6 +209,8 @@ class Dream(BaseOptimizer):
         self.steps_per_generation = int(steps_per_generation)
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.noisy = bool(noisy)
+        self.init_scale, self.redraw_dead = float(init_scale), bool(redraw_dead)
+        self.n_redrawn = 0
         self.init_kind = "random" if init is None else "given"
         P = self.population_size
         if init is None:
@@ -301,6 +306,14 @@ class Dream(BaseOptimizer):
         """One Adam step on every restart; returns the objective at the codes before the step."""
         obj, _, g = self.loss_and_grad(self.x)
         g = np.where(np.isfinite(g), g, 0.0)
+        if self.redraw_dead:
+            dead = ~np.any(g != 0, axis=1)
+            if dead.any():
+                self.x = self.x.copy()
+                self.x[dead] = self._transform(self.rng.normal(0.0, self.init_scale, size=(int(dead.sum()), self.dim)))
+                self.m[dead], self.v[dead] = 0.0, 0.0
+                self.n_redrawn += int(dead.sum())
+                g = np.where(dead[:, None], 0.0, g)
         self.t += 1
         self.m = self.beta1 * self.m + (1 - self.beta1) * g
         self.v = self.beta2 * self.v + (1 - self.beta2) * g * g
@@ -350,11 +363,12 @@ class Dream(BaseOptimizer):
                 "l2": self.l2, "tv": self.tv, "smooth": self.smooth, "ema": self.ema, "lowpass": self.lowpass,
                 "value_range": list(self.value_range) if self.value_range else None, "init": self.init_kind,
                 "steps_per_generation": self.steps_per_generation, "space": self.space,
-                "n_forward": int(self.n_forward), "n_backward": int(self.n_backward)}
+                "redraw_dead": self.redraw_dead, "n_forward": int(self.n_forward), "n_backward": int(self.n_backward)}
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["t"], state["n_forward"], state["n_backward"] = int(self.t), int(self.n_forward), int(self.n_backward)
+        state["n_redrawn"] = int(self.n_redrawn)
         return state
 
     @staticmethod
