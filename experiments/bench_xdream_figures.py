@@ -44,10 +44,10 @@ def decoder_spec() -> str:
     return "basis:32" if spec == "basis" else spec
 
 
-def fig2_config(quick: bool, decoder: str) -> dict:
+def fig2_config(quick: bool, decoder: str, all_units: bool = False, optimizers=None) -> dict:
     from xdream_ts.reference import REFERENCE_UNITS, select_reference_units
     units = list(REFERENCE_UNITS) or select_reference_units()
-    if quick:  # the first unit of each depth
+    if quick and not all_units:  # the first unit of each depth
         seen, picked = set(), []
         for u in units:
             if u.tensor not in seen:
@@ -57,7 +57,8 @@ def fig2_config(quick: bool, decoder: str) -> dict:
     targets = [{"kind": "reference", "layer": u.tensor, "units": [u.channel],
                 "position": "center"} for u in units]
     return {"name": "fig2", "budget": 200 if quick else 10000, "seeds": 1 if quick else 2, "decoders": [decoder],
-            "optimizers": ["genetic"] if quick else ["genetic", "default"], "noise": ["none"], "providers": "cpu",
+            "optimizers": optimizers or (["genetic"] if quick else ["genetic", "default"]), "noise": ["none"],
+            "providers": "cpu",
             "targets": targets}
 
 
@@ -124,17 +125,28 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--figures", default="fig2,fig5,fig6")
     ap.add_argument("--work", help="sweep folders (default experiments/_work/xdream_figures[_quick])")
+    ap.add_argument("--budget", type=int, help="override every figure's budget (presentations per run)")
+    ap.add_argument("--seeds", type=int, help="override every figure's number of seeds")
+    ap.add_argument("--fig2-all-units", action="store_true", help="Fig. 2 on all 32 benchmark units even with --quick")
+    ap.add_argument("--fig2-optimizers", help="comma-separated optimizers for Fig. 2")
+    ap.add_argument("--name", help="results name (default xdream_figures[_quick])")
     args = ap.parse_args(argv)
-    suffix = "_quick" if args.quick else ""
+    suffix = f"_{args.name}" if args.name else ("_quick" if args.quick else "")
     work = Path(args.work or ROOT / "experiments" / "_work" / f"xdream_figures{suffix}")
     figdir = RESULTS / f"xdream_figures{suffix}"
     decoder = decoder_spec()
-    makers = {"fig2": lambda: fig2_config(args.quick, decoder), "fig5": lambda: fig5_config(args.quick),
+    fig2_opts = args.fig2_optimizers.split(",") if args.fig2_optimizers else None
+    makers = {"fig2": lambda: fig2_config(args.quick, decoder, args.fig2_all_units, fig2_opts),
+              "fig5": lambda: fig5_config(args.quick),
               "fig6": lambda: fig6_config(args.quick)}
     from xdream_ts.report import _md_table, first_super_table, summary_table, _normalize
     sections = []
     for name in [f for f in args.figures.split(",") if f]:
         cfg = makers[name]()
+        if args.budget:
+            cfg["budget"] = args.budget
+        if args.seeds:
+            cfg["seeds"] = args.seeds
         res, rep, runs, wall = run_figure(name, cfg, work, figdir, args.workers)
         _normalize(runs)
         extra = []
@@ -165,10 +177,10 @@ def main(argv=None) -> int:
                 "fig6": ["fig6_hyperparameters.png", "trajectories.png"]}[name]
         text += [f"![{f}](xdream_figures{suffix}/{name}/{f})" for f in figs] + [""]
         sections.append("\n".join(text))
-    cmd = "python experiments/bench_xdream_figures.py" + (" --quick" if args.quick else "")
+    cmd = "python experiments/bench_xdream_figures.py " + " ".join(argv if argv is not None else sys.argv[1:])
     quick_note = ("Quick mode: budgets far below the papers' 10,000 presentations and few units and seeds; the full "
                   "mode is the comparison." if args.quick else "")
-    md = f"""# XDream's figures in the time-series domain{' (quick mode)' if args.quick else ''}
+    md = f"""# XDream's figures in the time-series domain{f' ({suffix[1:]})' if suffix else ''}
 
 Machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (load average at the
 end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}); no GPU lent to this task (onnxruntime on CPU, 1 thread per

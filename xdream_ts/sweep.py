@@ -834,15 +834,19 @@ def _drive(backend: _Backend, todo: list[dict], index: _Index, progress: bool) -
     try:
         while queue or running:
             limit = 1 if isolate else backend.slots
+            submitted = False
             while queue and len(running) < limit:
                 if isolate and running:
                     break
+                submitted = True
                 t = queue.pop(0)
                 if backend.parent_pid is not None:
                     t = {**t, "parent_pid": backend.parent_pid}
                 running[backend.ex.submit(run_task, t)] = t
                 index.update(t["id"], status="running", attempts=index.data["tasks"][t["id"]]["attempts"] + 1,
                              started_at=_now())
+            if submitted:
+                index.write()  # the index shows what is running now, not at the last completion
             finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             broken = []
             for fut in finished:
