@@ -149,7 +149,7 @@ def train_decoder(data, out_dir, latent_dim: int = 64, length: int | None = None
     epochs, batch_size, lr: Adam with cosine decay over ``epochs``.
     val_fraction, patience: per-source random validation split; early stopping when the validation
         loss (at full beta, with the posterior mean) has not improved for ``patience`` epochs after the
-        KL warm-up; the best weights are kept.
+        KL warm-up; the best weights are kept. val_fraction=0 validates on (part of) the training set.
     beta, sigma, warmup_epochs, free_bits: loss = SSE / (2 sigma^2) + beta * KL, beta ramped from 0
         over ``warmup_epochs``; ``free_bits`` > 0 floors the batch-mean KL of each latent dimension.
     dataset_weights: relative sampling weight of each source (default: proportional to its size);
@@ -198,7 +198,6 @@ def train_decoder(data, out_dir, latent_dim: int = 64, length: int | None = None
         d["sampling_weight"] = round(float(w), 6)
     X_train = np.concatenate(train_parts)
     X_val = np.concatenate(val_parts) if sum(len(v) for v in val_parts) else X_train[: min(len(X_train), 256)]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     per_sample_p = np.concatenate([np.full(int(s), w / s) for s, w in zip(sizes, weights)])
     uniform = dataset_weights is None
     n_epoch = int(samples_per_epoch or len(X_train))

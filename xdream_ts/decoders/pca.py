@@ -35,7 +35,8 @@ class PCADecoder:
         k, D = self.components_.shape
         self.fit_length = int(fit_length)
         self.channels = None if channels is None else int(channels)
-        if D != (self.channels or 1) * self.fit_length or self.mean_.shape != (D,) or self.explained_variance_.shape != (k,):
+        if (D != (self.channels or 1) * self.fit_length or self.mean_.shape != (D,)
+                or self.explained_variance_.shape != (k,)):
             raise UserError("PCA decoder: components, mean and explained_variance have inconsistent shapes; "
                             "re-fit it with PCADecoder.fit")
         self.length = int(length) if length else self.fit_length
