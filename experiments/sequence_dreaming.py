@@ -186,6 +186,7 @@ def main(argv=None) -> int:
             if i == 1:  # keep one curve plot (a block2 unit)
                 import shutil
                 shutil.copy(Path(tmp) / f"u{i}" / "curves.png", out / f"{stem}_curves.png")
+            report["gf_decoder"] = res["decoder"]
             for e in res["table"]:
                 gvg.append({"unit": target, **e, "backward_cost": res["backward_cost"]})
     report["gradient_vs_gradient_free"] = gvg
@@ -236,7 +237,9 @@ def render(r, prov, real_acc, stem, wall, args) -> str:
          f"95th percentile {sp['reference_p95']:.2f}, max {sp['reference_max']:.2f}",
          f"- dreams: raw series (identity decoder, z-normalised), Adam lr 0.05, {r['settings']['steps']} steps, "
          f"{r['settings']['population']} random restarts, values are means over restarts; fixed regularisers "
-         f"{r['fixed']}", "",
+         f"{r['fixed']}",
+         f"- part 3: gradient-free methods search the latent space of decoder `{r.get('gf_decoder')}` (compare's default), "
+         f"dream raw series (identity decoder)", "",
          "## 1. Class centre: reach the mean gap activation of a class", "",
          "| class | regularisers | distance to centre | real series' median distance | p(class) | Mahalanobis | percentile | TV | HF energy |",
          "|---|---|---|---|---|---|---|---|---|"]
