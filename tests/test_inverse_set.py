@@ -168,6 +168,9 @@ def test_sampler_is_more_diverse_than_what_an_optimizer_run_visits():
     inv = inverse_set(dec, unit, rng_, n=100, method="free", seed=0, budget=1000, progress=False)
     assert len(inv) == 100 and inv.presentations <= base.presentations
     assert inv.diversity > 1.3 * base.diversity, (inv.diversity, base.diversity)
+    # the same run read at the sampler's presentations: a prefix of whole generations (population 20)
+    early = baseline_from_run(r, rng_, max_presentations=inv.presentations)
+    assert early.presentations == inv.presentations // 20 * 20 and len(early) <= len(base)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -786,6 +786,7 @@ def _free(ev: _Evaluator, n: int, budget: int, rng: np.random.Generator, seed, o
     n_switch = None
     scale = None  # feature-distance unit: mean pairwise distance of the first generation (prior samples)
     sigma, target_rate = 0.3, 0.25
+    r_prior, r_mut, from_prior = 0.0, target_rate, 0  # recent feasible rates of prior draws and mutations
     last = None  # the previous generation (codes, features, violation) for parent selection
     gens = {"reach": 0, "spread": 0}
     sigmas = []
@@ -824,10 +825,16 @@ def _free(ev: _Evaluator, n: int, budget: int, rng: np.random.Generator, seed, o
             nov = np.where(np.isfinite(nov), nov, 0.0)
             fitness = -pool_viol + beta * nov / scale
             k = min(pop_size, room)
-            i1 = rng.integers(len(pool_codes), size=k)
-            i2 = rng.integers(len(pool_codes), size=k)
+            # Independent draws from the code prior are the most diverse samples there are: when the
+            # prior often lands in range, rejection sampling is the best sampler. Share each
+            # generation between prior draws and mutations in proportion to their recent success.
+            share = float(np.clip(r_prior / max(r_prior + r_mut, 1e-12), 0.05, 0.95))
+            n_prior = int(rng.binomial(k, share))
+            k_mut = k - n_prior
+            i1 = rng.integers(len(pool_codes), size=k_mut)
+            i2 = rng.integers(len(pool_codes), size=k_mut)
             parents = np.where((fitness[i1] >= fitness[i2])[:, None], pool_codes[i1], pool_codes[i2])
-            blend = rng.random(k) < 0.3
+            blend = rng.random(k_mut) < 0.3
             if blend.any() and len(A_codes) > 1:
                 mates = A_codes[rng.integers(len(A_codes), size=int(blend.sum()))]
                 t = rng.random((int(blend.sum()), 1))
@@ -837,21 +844,28 @@ def _free(ev: _Evaluator, n: int, budget: int, rng: np.random.Generator, seed, o
                     np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
                 parents = parents.copy()
                 parents[blend] = mixed
-            children = _sphere_step(parents, sigma, rng)
+            children = np.concatenate([rng.standard_normal((n_prior, dim)), _sphere_step(parents, sigma, rng)])
             e = ev(children)
-            rate = float(np.mean(e["feasible"]))
-            # one-fifth-style rule on feasibility: big steps while the range is wide around us
-            sigma = float(np.clip(sigma * (1.25 if rate > target_rate else 0.8), 1e-3, 3.0))
-            sigmas.append(sigma)
+            feas = e["feasible"]
+            if n_prior:
+                r_prior = 0.8 * r_prior + 0.2 * float(np.mean(feas[:n_prior]))
+                from_prior += int(feas[:n_prior].sum())
+            if k_mut:
+                rate = float(np.mean(feas[n_prior:]))
+                r_mut = 0.8 * r_mut + 0.2 * rate
+                # one-fifth-style rule on feasibility: big steps while the range is wide around us
+                sigma = float(np.clip(sigma * (1.25 if rate > target_rate else 0.8), 1e-3, 3.0))
+                sigmas.append(sigma)
             gens["spread"] += 1
-        if scale is None:
+        if scale is None:  # the first generation is the optimizer's initial population: prior samples
             d = diversity(e["features"])
             scale = d if np.isfinite(d) and d > 0 else 1.0
+            r_prior = float(np.mean(e["feasible"]))
         ev.accept(e, n - a.size)
         last = e
         report()
     return {"generations": gens, "population_size": pop_size, "sigma_final": sigmas[-1] if sigmas else None,
-            "feature_scale": scale, "reach_optimizer": _describe(reach)}
+            "feature_scale": scale, "accepted_from_prior": from_prior, "reach_optimizer": _describe(reach)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -954,7 +968,7 @@ def _gradient(ev: _Evaluator, tdec, n: int, budget: int, rng: np.random.Generato
     m1, m2, b1, b2 = torch.zeros_like(z), torch.zeros_like(z), 0.9, 0.999
     t_adam = torch.zeros((K, 1), device=dev)  # per-row step count: restarted rows restart their bias correction
     outer_done, steps, seeds_ok, restarts = 0, 0, False, 0
-    prev_viol = np.full(K, np.inf)
+    best_viol, idle = np.full(K, np.inf), np.zeros(K, dtype=int)
     e = None
     for outer in range(max_outer):
         for _ in range(inner):
@@ -986,15 +1000,21 @@ def _gradient(ev: _Evaluator, tdec, n: int, budget: int, rng: np.random.Generato
         if e["feasible"].all():
             seeds_ok = True
             break
-        # A seed whose violation did not shrink is stuck, typically where the unit is silent (a ReLU at
-        # 0 has no gradient to follow): re-draw it near a feasible seed (or from the prior) and reset
-        # its multipliers and Adam moments; the diversity term then pushes it away from its origin.
+        # A seed is stuck when its violation has not shrunk for 3 outer iterations, or at once when the
+        # unit is silent for it (exactly 0 below the range: a ReLU at 0 has no gradient to follow).
+        # Stuck seeds are re-drawn near a feasible seed (else near the least violating one) with fresh
+        # multipliers and Adam moments; the diversity term then pushes them away from their origin.
         viol = np.nan_to_num(e["violation"], nan=np.inf)
-        stuck = ~e["feasible"] & (viol >= 0.99 * prev_viol)
-        prev_viol = viol
+        better = viol < 0.99 * best_viol
+        best_viol = np.where(better, viol, best_viol)
+        idle = np.where(better, 0, idle + 1)
+        silent = np.any((e["mean"] == 0.0) & (T.lo[None, :] > 0.0), axis=1)
+        stuck = ~e["feasible"] & ((idle >= 3) | silent)
         if stuck.any():
             rows = np.flatnonzero(stuck)
             ok = np.flatnonzero(e["feasible"])
+            if not len(ok):
+                ok = np.flatnonzero(~stuck)
             if len(ok):
                 fresh = _sphere_step(e["codes"][rng.choice(ok, size=len(rows))], 0.5, rng)
             else:
@@ -1003,7 +1023,7 @@ def _gradient(ev: _Evaluator, tdec, n: int, budget: int, rng: np.random.Generato
                 z[rows] = torch.as_tensor(fresh, dtype=torch.float32, device=dev)
                 lam[rows] = 0.0
                 m1[rows], m2[rows], t_adam[rows] = 0.0, 0.0, 0.0
-            prev_viol[rows] = np.inf
+            best_viol[rows], idle[rows] = np.inf, 0
             restarts += len(rows)
     if e is not None:
         ev.accept(e, n)
@@ -1053,11 +1073,13 @@ def _gradient(ev: _Evaluator, tdec, n: int, budget: int, rng: np.random.Generato
 # ---------------------------------------------------------------------------------------------------
 # Baseline: what a plain optimizer run visits in range
 # ---------------------------------------------------------------------------------------------------
-def baseline_from_run(run, constraints, feature_fn=None, scorer=None) -> InverseSet:
+def baseline_from_run(run, constraints, feature_fn=None, scorer=None,
+                      max_presentations: int | None = None) -> InverseSet:
     """The in-range series a plain ``xdream_ts.run`` visited (a Run or a run-store path), as an InverseSet.
 
     Constraint targets index the columns of the run's scores (one scorer per run); a series is in range
-    when the mean of its repeats is, as in :func:`inverse_set`.
+    when the mean of its repeats is, as in :func:`inverse_set`. ``max_presentations`` reads the run
+    only up to the last generation within that many presentations (one run, compared at several budgets).
     """
     from .loop import Run, load_run
     if not isinstance(run, Run):
@@ -1066,7 +1088,11 @@ def baseline_from_run(run, constraints, feature_fn=None, scorer=None) -> Inverse
     if any(c.scorer is not None for c in cons):
         raise UserError("baseline_from_run: constraints must index the run's targets (columns), not other scorers")
     G, P = run.objective.shape
-    mask = np.arange(P)[None, :] < run.n_evaluated[:, None]
+    repeats = int(run.scores.shape[2])
+    spent = np.cumsum(run.n_evaluated.astype(np.int64) * repeats)
+    used = np.ones(G, dtype=bool) if max_presentations is None else spent <= int(max_presentations)
+    presentations = int(spent[used][-1]) if used.any() else 0
+    mask = (np.arange(P)[None, :] < run.n_evaluated[:, None]) & used[:, None]
     obs = run.scores[mask]  # (N, R[, k])
     obs = obs[..., None] if obs.ndim == 2 else obs
     k = obs.shape[-1]
@@ -1089,7 +1115,7 @@ def baseline_from_run(run, constraints, feature_fn=None, scorer=None) -> Inverse
     return InverseSet(series=series, codes=codes, activations=st["mean"][ok], observed=observed[ok],
                       features=feats, p_in_range=st["p_in_range"][ok], in_range_fraction=st["in_range_fraction"][ok],
                       ci_low=st["ci_low"][ok], ci_high=st["ci_high"][ok], constraints=cons, method="baseline",
-                      presentations=int(run.presentations), n_requested=int(ok.sum()), clean_activations=clean,
+                      presentations=presentations, n_requested=int(ok.sum()), clean_activations=clean,
                       config={"features": _Features(feature_fn).name, "run": str(run.path) if run.path else None,
                               "optimizer": run.config.get("optimizer", {}).get("name")},
                       info={"visited": int(mask.sum())})
@@ -1210,8 +1236,15 @@ def cmd_inverse_set(args) -> int:
         raise UserError(f"no series in range found within {inv.presentations} presentations: widen --range "
                         "or raise --budget (nothing was written)")
     inv.config["cli"] = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
+    if torch_scorer is not None and inv.method == "gradient":
+        # sampled through the torch twin: say how many the ONNX model itself puts in range
+        a = np.asarray(clean(inv.series), dtype=np.float64).reshape(len(inv), -1)
+        lo, hi = np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+        inv.info["onnx_in_range"] = float(np.mean(np.all((a >= lo) & (a <= hi), axis=1)))
     inv.save(args.out)
     s = inv.summary()
+    if "onnx_in_range" in inv.info:
+        s["onnx_in_range"] = inv.info["onnx_in_range"]
     if args.json:
         print(json.dumps(_jsonable(s)))
     else:
@@ -1282,6 +1315,9 @@ def format_summary(s: dict) -> str:
         if "p_in_range_mean" in s:
             lines.append(f"P(in range)    mean {s['p_in_range_mean']:.3f}, min {s['p_in_range_min']:.3f} "
                          f"(t-interval over repeats; fraction of repeats in range {s['in_range_fraction_mean']:.3f})")
+        if "onnx_in_range" in s:
+            lines.append(f"ONNX check     {s['onnx_in_range']:.3f} of the samples (found with the torch twin) are in "
+                         "range for the ONNX model too")
         if "truly_in_range" in s:
             lines.append(f"truly in range {s['truly_in_range']:.3f} (clean activations of the simulated target)")
     return "\n".join(lines)
