@@ -174,13 +174,9 @@ def _seeds(v) -> list[int]:
 
 
 def _default_decoder() -> str:
-    try:
-        from .decoders.onnx_decoder import default_decoder_available
-        if default_decoder_available():
-            return "default"
-    except ImportError:
-        pass
-    return "basis"
+    """The CLI's default decoder (the shipped learned decoder when installed, else the DCT basis)."""
+    from .cli import _default_decoder_spec
+    return _default_decoder_spec()
 
 
 def _optimizer_spec(o) -> dict:
