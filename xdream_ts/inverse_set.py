@@ -1174,26 +1174,39 @@ def add_cli(sub) -> None:
 
 
 def _cli_target(args):
-    """(scorer with every constraint's unit, clean scorer, reference maxima per constraint or None)."""
-    from .cli import RUN_DEFAULTS, build_target
+    """(scorer with noise, clean scorer, reference maximum of each constraint's unit or None), built as
+    `xdream-ts run` builds its target (without --model: the shipped reference model when installed)."""
+    from .adapters.onnx import OnnxScorer
     from .adapters.simulated import with_noise
+    from .cli import RUN_DEFAULTS, build_target
     opts = {**RUN_DEFAULTS, "model": args.model, "layer": args.layer, "unit": args.unit, "position": args.position,
             "threads": args.threads, "length": args.length, "noise": "none", "seed": args.seed}
-    if not args.model:
-        if args.also:
-            raise UserError("--also needs --model (name the units of a model file)")
-        clean, reference = build_target(opts)
-        refs = [reference]
+    if args.also:
+        opts["target"] = [f"{args.layer or ''}:{args.unit}@{args.position}"] + [t for t, _, _ in args.also]
+    clean, reference = build_target(opts)
+    if isinstance(clean, OnnxScorer):
+        refs = [_reference_max(clean.model_path, t) for t in clean.targets]
     else:
-        from .adapters.onnx import OnnxScorer, Target, parse_position, parse_target
-        targets = [Target(args.layer, int(args.unit), parse_position(str(args.position)))]
-        targets += [parse_target(t) for t, _, _ in args.also]
-        clean = OnnxScorer(args.model, targets, threads=args.threads, length=args.length)
-        refs = [None] * len(targets)
-        if args.relative:
-            from . import cli
-            refs = [cli._reference_for(args.model, t) for t in targets]
+        if args.also:
+            raise UserError("--also needs a model target (--model, or the shipped reference model)")
+        refs = [reference]
     return with_noise(clean, args.noise, seed=args.seed), clean, refs
+
+
+def _reference_max(model_path, target) -> float | None:
+    """The unit's largest activation over all FordA series, when the model is the shipped one."""
+    try:
+        from .reference import ONNX_TENSORS, OUTPUT_NAME, reference_activations, reference_model_path
+        if Path(model_path).resolve() != Path(reference_model_path()).resolve():
+            return None
+        layer = target.layer or OUTPUT_NAME
+        position = "none" if len(ONNX_TENSORS.get(layer, ((),))[0]) == 2 else target.position
+        values = reference_activations().get(f"{layer}|{position}")
+    except (ImportError, UserError):
+        return None
+    if values is None or not 0 <= target.unit < len(values):
+        return None
+    return float(values[target.unit])
 
 
 def cmd_inverse_set(args) -> int:
@@ -1229,9 +1242,11 @@ def cmd_inverse_set(args) -> int:
     features = args.features
     if features not in ("series", "codes"):
         features = _layer_features(clean, features, torch_scorer, args.threads)
-    inv = inverse_set(decoder, torch_scorer or scorer, constraints, n=args.n, method=args.method,
-                      feature_fn=features, budget=args.budget, repeats=args.repeats, seed=args.seed,
-                      out=None, progress=args.progress, min_confidence=args.min_confidence)
+    with warnings.catch_warnings():  # a short set is said in the summary, not by a Python warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        inv = inverse_set(decoder, torch_scorer or scorer, constraints, n=args.n, method=args.method,
+                          feature_fn=features, budget=args.budget, repeats=args.repeats, seed=args.seed,
+                          out=None, progress=args.progress, min_confidence=args.min_confidence)
     if len(inv) == 0:
         raise UserError(f"no series in range found within {inv.presentations} presentations: widen --range "
                         "or raise --budget (nothing was written)")
@@ -1307,7 +1322,8 @@ def format_summary(s: dict) -> str:
     lines = [f"inverse set    {s['path']}   (gallery.png inside)",
              f"constraints    {cons}",
              f"samples        {s['n']} of {s['n_requested']} by {s['method']} in {s['presentations']} presentations"
-             f" (repeats {s['repeats']})",
+             f" (repeats {s['repeats']})" + ("" if s["n"] >= s["n_requested"] else
+                                              "; the budget ran out first: raise --budget for more"),
              f"diversity      {f(s['diversity'])}  (mean pairwise distance of {s['features']} features)"]
     if s.get("n"):
         lines.append("activations    " + ", ".join(f"{lo:.4g}..{hi:.4g}" for lo, hi in
