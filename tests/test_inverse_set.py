@@ -299,6 +299,16 @@ def test_cli_inverse_set_on_an_onnx_model(tmp_path, capsys):
     a = scorer(inv.series)
     assert np.all((a >= z1) & (a <= z2)) and inv.features.shape == (40, 4)
     assert (out / "gallery.png").is_file()
+    # an intersection: a second unit of the model with its own range
+    two = OnnxScorer(model, [Target("block/out", 1, "center"), Target("block/out", 2, "center")])
+    r2 = np.quantile(two(random_znormalised(300))[:, 1], [0.5, 0.95])
+    out2 = tmp_path / "both.zarr"
+    rc = main(["inverse-set", "--model", str(model), "--layer", "block/out", "--unit", "1", "--range", str(z1), str(z2),
+               "--also", "block/out:2@center", str(r2[0]), str(r2[1]), "--n", "10", "--out", str(out2),
+               "--decoder", "identity", "--no-progress", "--json"])
+    assert rc == 0 and '"n": 10' in capsys.readouterr().out
+    a2 = two(load_inverse_set(out2).series)
+    assert np.all((a2[:, 0] >= z1) & (a2[:, 0] <= z2) & (a2[:, 1] >= r2[0]) & (a2[:, 1] <= r2[1]))
     # errors are one line and exit code 2, and never overwrite
     rc = main(["inverse-set", "--model", str(model), "--range", "0", "1", "--out", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
