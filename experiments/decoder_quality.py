@@ -332,9 +332,9 @@ def write_report(out: Path, args, vae, rec_rows, samp_mix, n_half, assign, clf_a
         "| real TEST mixture (reference) | " + " | ".join(f"{a:.1%}" for a in assign[1]) + " |",
         "| training weight | " + " | ".join(f"{MIX_WEIGHTS[k]:.0%}" for k in DATASETS) + " |",
         "",
-        "FordA and FordB (the same engine sensor) are hard to tell apart with these features, so compare "
-        "their sum; the reference row shows what the classifier makes of real series in the training "
-        "proportions.",
+        "The reference row shows what the classifier makes of real series in the training proportions. "
+        "Read the two rows side by side: a decoder whose random samples cover the data in the training "
+        "proportions matches the reference row.",
         "",
         "### Per-dataset decoders vs that dataset's TEST split",
         "",
