@@ -923,7 +923,7 @@ def _torch_decoder(decoder):
 
 def _gradient(ev: _Evaluator, tdec, n: int, budget: int, rng: np.random.Generator, n_seeds: int, beta: float,
               k_nearest: int, report, lr: float = 0.05, inner: int = 20, max_outer: int = 40,
-              mu0: float = 10.0, mu_growth: float = 1.5, mu_max: float = 1e4, margin: float = 0.05,
+              mu0: float = 10.0, mu_growth: float = 2.0, mu_max: float = 1e4, margin: float = 0.05,
               batch: int = 32) -> dict:
     """The paper's sampler: K seeds by an augmented Lagrangian, then single feasible gradient steps."""
     import torch
@@ -1001,22 +1001,25 @@ def _gradient(ev: _Evaluator, tdec, n: int, budget: int, rng: np.random.Generato
             seeds_ok = True
             break
         # A seed is stuck when its violation has not shrunk for 3 outer iterations, or at once when the
-        # unit is silent for it (exactly 0 below the range: a ReLU at 0 has no gradient to follow).
-        # Stuck seeds are re-drawn near a feasible seed (else near the least violating one) with fresh
-        # multipliers and Adam moments; the diversity term then pushes them away from their origin.
+        # unit is silent for it (exactly 0 below the range: a ReLU at 0 has no gradient to follow), or
+        # when, from the third outer iteration on, half the seeds are in range and it is still more than
+        # a range width away (it started on the far side of the unit's landscape; e.g. a logit of the
+        # other class). Stuck seeds are re-drawn near a feasible seed (else near the least violating
+        # one) with fresh multipliers and Adam moments; the diversity term then pushes them away.
         viol = np.nan_to_num(e["violation"], nan=np.inf)
         better = viol < 0.99 * best_viol
         best_viol = np.where(better, viol, best_viol)
         idle = np.where(better, 0, idle + 1)
         silent = np.any((e["mean"] == 0.0) & (T.lo[None, :] > 0.0), axis=1)
-        stuck = ~e["feasible"] & ((idle >= 3) | silent)
+        far = (outer >= 2) & (np.mean(e["feasible"]) >= 0.5) & (viol > 1.0)
+        stuck = ~e["feasible"] & ((idle >= 3) | silent | far)
         if stuck.any():
             rows = np.flatnonzero(stuck)
             ok = np.flatnonzero(e["feasible"])
             if not len(ok):
                 ok = np.flatnonzero(~stuck)
             if len(ok):
-                fresh = _sphere_step(e["codes"][rng.choice(ok, size=len(rows))], 0.5, rng)
+                fresh = _sphere_step(e["codes"][rng.choice(ok, size=len(rows))], 1.0, rng)
             else:
                 fresh = rng.standard_normal((len(rows), dim))
             with torch.no_grad():
