@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=int, help="most presentations per sampler (default 4000; quick 1500)")
     ap.add_argument("--features", default="gap", choices=("gap", "series"),
                     help="where the samplers spread their samples: gap (default; the measure) or series")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick 0)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for the markdown and the gallery")
     args = ap.parse_args(argv)
@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     log(f"units {[tuple(u) for u in units]}, ranges {ranges}, n {n}, budget {budget}, decoder "
         f"{getattr(decoder, 'name', type(decoder).__name__)}, optimizer {args.optimizer}, features {args.features}")
 
+    seeds = [int(v) for v in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
+    X_real = ref.sample_series()[0]  # FordA TEST sample shipped with the model: real series, for context
     rows, gallery = [], {}
     t_all = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,47 +170,56 @@ def main(argv=None) -> int:
             onnx_scorer = assets.onnx_scorer(target)
             torch_scorer = assets.torch_scorer([target])
             label = f"{u.tensor}:{u.channel}" + ("@center" if u.position == "center" else "")
+            a_real = onnx_scorer(X_real)
             for lo, hi in ranges:
                 z1, z2 = lo * amax, hi * amax
-                sets = {}
-                for method, scorer in (("gradient", torch_scorer), ("free", onnx_scorer)):
+                real = X_real[(a_real >= z1) & (a_real <= z2)]
+                rows.append({"unit": label, "range": f"[{lo}, {hi}]", "amax": amax, "method": "FordA sample",
+                             "seed": None, "n": len(real), "presentations": float("nan"), "wall": float("nan"),
+                             "cpu": float("nan"), "in_range": 1.0 if len(real) else float("nan"),
+                             "div_gap": diversity(gap(real)) if len(real) > 1 else float("nan"),
+                             "div_series": diversity(real) if len(real) > 1 else float("nan")})
+                for seed in seeds:
+                    sets = {}
+                    for method, scorer in (("gradient", torch_scorer), ("free", onnx_scorer)):
+                        t0, c0 = time.time(), time.process_time()
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", RuntimeWarning)
+                            inv = inverse_set(decoder, scorer, (z1, z2), n=n, method=method, budget=budget,
+                                              seed=seed, optimizer=args.optimizer, progress=False,
+                                              feature_fn=feature_fns[method])
+                        inv.info["wall"], inv.info["cpu"] = time.time() - t0, time.process_time() - c0
+                        sets[method] = inv
+                        log(f"{label} [{lo}, {hi}] seed {seed} {method}: {len(inv)} samples, {inv.presentations} "
+                            f"presentations, {inv.info['wall']:.0f} s ({inv.info['cpu']:.0f} s CPU)")
+                    # one plain run, read at each sampler's number of presentations
+                    P = max(s.presentations for s in sets.values())
                     t0, c0 = time.time(), time.process_time()
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        inv = inverse_set(decoder, scorer, (z1, z2), n=n, method=method, budget=budget,
-                                          seed=args.seed, optimizer=args.optimizer, progress=False,
-                                          feature_fn=feature_fns[method])
-                    inv.info["wall"], inv.info["cpu"] = time.time() - t0, time.process_time() - c0
-                    sets[method] = inv
-                    log(f"{label} [{lo}, {hi}] {method}: {len(inv)} samples, {inv.presentations} presentations, "
-                        f"{inv.info['wall']:.0f} s ({inv.info['cpu']:.0f} s CPU)")
-                # one plain run, read at each sampler's number of presentations
-                P = max(s.presentations for s in sets.values())
-                t0, c0 = time.time(), time.process_time()
-                store = Path(tmp) / f"run-{len(rows)}.zarr"
-                r = run(decoder, onnx_scorer, args.optimizer, budget=P, seed=args.seed, store=store, progress=False)
-                wall_run, cpu_run = time.time() - t0, time.process_time() - c0
-                for method in ("gradient", "free"):
-                    s = sets[method]
-                    base = baseline_from_run(r, (z1, z2), max_presentations=s.presentations)
-                    base.info["wall"] = wall_run * s.presentations / max(P, 1)
-                    base.info["cpu"] = cpu_run * s.presentations / max(P, 1)
-                    sets[f"baseline@{method}"] = base
-                log(f"{label} [{lo}, {hi}] baseline run: {P} presentations, best {r.best_score / amax:.2f} x ref max, "
-                    f"{wall_run:.0f} s ({cpu_run:.0f} s CPU)")
-                for method, s in sets.items():
-                    row = {"unit": label, "range": f"[{lo}, {hi}]", "amax": amax, "method": method, "n": len(s),
-                           "presentations": s.presentations, "wall": s.info.get("wall", float("nan")),
-                           "cpu": s.info.get("cpu", float("nan")),
-                           "in_range": float("nan"), "div_gap": float("nan"), "div_series": float("nan")}
-                    if len(s):
-                        a = onnx_scorer(s.series)
-                        row["in_range"] = float(np.mean((a >= z1) & (a <= z2)))
-                        row["div_gap"] = diversity(gap(s.series))
-                        row["div_series"] = diversity(s.series.reshape(len(s), -1))
-                    rows.append(row)
-                if u == units[0]:
-                    gallery[(lo, hi)] = {m: s for m, s in sets.items() if m in ("gradient", "free", "baseline@free")}
+                    store = Path(tmp) / f"run-{len(rows)}.zarr"
+                    r = run(decoder, onnx_scorer, args.optimizer, budget=P, seed=seed, store=store, progress=False)
+                    wall_run, cpu_run = time.time() - t0, time.process_time() - c0
+                    for method in ("gradient", "free"):
+                        s = sets[method]
+                        base = baseline_from_run(r, (z1, z2), max_presentations=s.presentations)
+                        base.info["wall"] = wall_run * s.presentations / max(P, 1)
+                        base.info["cpu"] = cpu_run * s.presentations / max(P, 1)
+                        sets[f"baseline@{method}"] = base
+                    log(f"{label} [{lo}, {hi}] seed {seed} baseline run: {P} presentations, best "
+                        f"{r.best_score / amax:.2f} x ref max, {wall_run:.0f} s ({cpu_run:.0f} s CPU)")
+                    for method, s in sets.items():
+                        row = {"unit": label, "range": f"[{lo}, {hi}]", "amax": amax, "method": method, "seed": seed,
+                               "n": len(s), "presentations": s.presentations, "wall": s.info.get("wall", float("nan")),
+                               "cpu": s.info.get("cpu", float("nan")),
+                               "in_range": float("nan"), "div_gap": float("nan"), "div_series": float("nan")}
+                        if len(s):
+                            a = onnx_scorer(s.series)
+                            row["in_range"] = float(np.mean((a >= z1) & (a <= z2)))
+                        if len(s) > 1:
+                            row["div_gap"] = diversity(gap(s.series))
+                            row["div_series"] = diversity(s.series.reshape(len(s), -1))
+                        rows.append(row)
+                    if u == units[0] and seed == seeds[0]:
+                        gallery[(lo, hi)] = {m: s for m, s in sets.items() if m in ("gradient", "free", "baseline@free")}
     wall_all = time.time() - t_all
 
     out = Path(args.out)
@@ -216,7 +227,7 @@ def main(argv=None) -> int:
     stem = "inverse_sets_quick" if args.quick else "inverse_sets"
     png = out / f"{stem}_gallery.png"
     plot(gallery, units[0], png, select_diverse)
-    md = report(rows, args, assets, decoder, units, ranges, n, budget, wall_all, png)
+    md = report(rows, args, assets, decoder, seeds, n, budget, wall_all, png)
     (out / f"{stem}.md").write_text(md)
     log(f"wrote {out / f'{stem}.md'} and {png} ({wall_all:.0f} s)")
     return 0
@@ -278,7 +289,7 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores shared with other jobs (load average {load} at the end)"
 
 
-def report(rows, args, assets, decoder, units, ranges, n, budget, wall_all, png) -> str:
+def report(rows, args, assets, decoder, seeds, n, budget, wall_all, png) -> str:
     import torch
     prov = assets.provenance()
     try:
@@ -288,11 +299,24 @@ def report(rows, args, assets, decoder, units, ranges, n, budget, wall_all, png)
         commit = "?"
     cmd = " ".join(shlex.quote(a) for a in ["python", "experiments/inverse_sets.py", *(sys.argv[1:])])
 
-    def f(v, fmt):
-        return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+    def ms(values, fmt):
+        v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+        if not len(v):
+            return "n/a"
+        return format(v.mean(), fmt) + (f" ± {format(v.std(ddof=1), fmt)}" if len(v) > 1 else "")
 
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["unit"], r["range"], r["method"]), []).append(r)
+    ratio = {}  # per (unit, range, sampler): per-seed gap diversity / that of the baseline at its presentations
+    for (unit, rng_, method), rs in groups.items():
+        if method in ("gradient", "free"):
+            base = {b["seed"]: b["div_gap"] for b in groups.get((unit, rng_, f"baseline@{method}"), [])}
+            ratio[(unit, rng_, method)] = [r["div_gap"] / base[r["seed"]] for r in rs
+                                          if np.isfinite(r["div_gap"]) and base.get(r["seed"])
+                                          and np.isfinite(base[r["seed"]])]
     lines = [
-        f"# Inverse sets{' (quick)' if args.quick else ''}: diversity of the sampler vs what an optimizer run visits",
+        f"# Inverse sets{' (quick)' if args.quick else ''}: diversity of the samplers vs what an optimizer run visits",
         "",
         f"- date: {_dt.datetime.now().isoformat(timespec='minutes')}; commit {commit}; command `{cmd}`",
         f"- machine: {_machine()}; torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
@@ -301,25 +325,41 @@ def report(rows, args, assets, decoder, units, ranges, n, budget, wall_all, png)
                                      f"epoch {prov.get('selected_epoch')})" if prov else ""),
         f"- decoder: {getattr(decoder, 'name', type(decoder).__name__)} (latent {decoder.latent_dim}); "
         f"reach/baseline optimizer: {args.optimizer}; samplers spread in: {args.features}; "
-        f"n = {n} per set, at most {budget} presentations per sampler; "
-        f"seed {args.seed}; total wall time {wall_all / 60:.1f} min",
+        f"n = {n} per set, at most {budget} presentations per sampler; seeds {seeds}; "
+        f"total wall time {wall_all / 60:.1f} min",
         "",
         "Ranges are fractions of the unit's reference maximum (its largest activation over all FordA series). "
-        "`baseline@M` = the in-range series a plain run of the optimizer (maximising the unit) visited within "
-        "the presentations sampler M used (its CPU/wall time: that share of the run's). *In range*: fraction of "
-        "the set whose activation, re-scored by the ONNX model, lies in the range. *Diversity*: mean pairwise "
-        "Euclidean distance of the `gap` layer's 128 activations, and of the (z-normalised, length-500) series. "
-        "CPU s: process time (torch and onnxruntime on 1 thread each); wall s: on a shared, loaded machine.",
+        "`baseline@M` = the in-range series a plain run of the optimizer (maximising the unit, same seed) visited "
+        "within the presentations sampler M used (its CPU time: that share of the run's). `FordA sample`: the "
+        "shipped 300 FordA test series whose activation lies in range (real data, for context; no search). "
+        "*In range*: fraction of the set whose activation, re-scored by the ONNX model, lies in the range. "
+        "*Diversity*: mean pairwise Euclidean distance of the `gap` layer's 128 activations (the paper's measure, "
+        "in a layer of the model), and of the (z-normalised, length-500) series. *x baseline*: gap diversity over "
+        "that of `baseline@M` for the same seed. Values: mean ± sd over seeds. CPU s: process time (torch and "
+        "onnxruntime on 1 thread each); the gradient path's CPU includes the torch `gap` features it "
+        "differentiates through (not counted as presentations; the baseline reads no features).",
         "",
-        "| unit | range (x max) | ref max | method | series | presentations | CPU s | wall s | in range | "
-        "diversity gap | diversity series |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| unit | range (x max) | method | series | presentations | CPU s | in range | diversity gap | x baseline | "
+        "diversity series |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(f"| {r['unit']} | {r['range']} | {r['amax']:.3g} | {r['method']} | {r['n']} | {r['presentations']} | "
-                     f"{f(r['cpu'], '.0f')} | {f(r['wall'], '.0f')} | {f(r['in_range'], '.2f')} | {f(r['div_gap'], '.3f')} | "
-                     f"{f(r['div_series'], '.2f')} |")
-    lines += ["", f"Gallery: `{png.name}` (first unit; 6 series per set chosen farthest-first in series space).", ""]
+    for (unit, rng_, method), rs in groups.items():
+        x = ms(ratio.get((unit, rng_, method), []), ".2f") if method in ("gradient", "free") else ""
+        lines.append(f"| {unit} | {rng_} | {method} | {ms([r['n'] for r in rs], '.0f')} | "
+                     f"{ms([r['presentations'] for r in rs], '.0f')} | {ms([r['cpu'] for r in rs], '.0f')} | "
+                     f"{ms([r['in_range'] for r in rs], '.2f')} | {ms([r['div_gap'] for r in rs], '.2f')} | {x} | "
+                     f"{ms([r['div_series'] for r in rs], '.1f')} |")
+    lines += ["", "Summary over units and ranges (per-seed ratios of gap diversity to the baseline at equal "
+              "presentations):", "", "| sampler | geometric mean x baseline | (unit, range) pairs above 1 |",
+              "|---|---|---|"]
+    for method in ("gradient", "free"):
+        per_pair = [np.mean(v) for (u_, r_, m), v in ratio.items() if m == method and v]
+        allv = [x for (u_, r_, m), v in ratio.items() if m == method for x in v if x > 0]
+        if allv:
+            lines.append(f"| {method} | {np.exp(np.mean(np.log(allv))):.2f} | "
+                         f"{sum(p > 1 for p in per_pair)} of {len(per_pair)} |")
+    lines += ["", f"Gallery: `{png.name}` (first unit, seed {seeds[0]}; 6 series per set chosen farthest-first in "
+              "series space).", ""]
     return "\n".join(lines)
 
 

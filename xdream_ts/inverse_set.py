@@ -765,6 +765,11 @@ def _versions() -> dict:
 # ---------------------------------------------------------------------------------------------------
 # Gradient-free path
 # ---------------------------------------------------------------------------------------------------
+#: Settings of the gradient-free path: the feasibility rate the mutation step size aims at, and how
+#: many feasible samples (as a fraction of the population) the reach optimizer finds before the spread.
+FREE_TUNING = {"target_rate": 0.25, "switch": 0.25}
+
+
 def _sphere_step(parents: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian step of relative size sigma, the code norm kept: a random walk must not drift out of
     the decoder's typical set (for z-normalised decoders the norm is irrelevant anyway)."""
@@ -785,7 +790,7 @@ def _free(ev: _Evaluator, n: int, budget: int, rng: np.random.Generator, seed, o
     pop_size = None
     n_switch = None
     scale = None  # feature-distance unit: mean pairwise distance of the first generation (prior samples)
-    sigma, target_rate = 0.3, 0.25
+    sigma, target_rate = 0.3, FREE_TUNING["target_rate"]
     r_prior, r_mut, from_prior = 0.0, target_rate, 0  # recent feasible rates of prior draws and mutations
     last = None  # the previous generation (codes, features, violation) for parent selection
     gens = {"reach": 0, "spread": 0}
@@ -799,7 +804,7 @@ def _free(ev: _Evaluator, n: int, budget: int, rng: np.random.Generator, seed, o
             P = len(codes)
             if pop_size is None:
                 pop_size = P
-                n_switch = min(n, max(2, P // 4))
+                n_switch = min(n, max(2, int(P * FREE_TUNING["switch"])))
             k = min(P, room)
             e = ev(codes[:k])
             told = np.full(P, np.nan)
