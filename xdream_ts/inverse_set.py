@@ -21,7 +21,9 @@ Two methods, same result type:
     here). (1) K seed codes by an augmented Lagrangian: maximise their mean pairwise distance in feature
     space subject to z1 <= a(x_k) <= z2, each inequality pair handled by a slack variable s in [z1, z2]
     with a(x) = s (s eliminated in closed form), multipliers lambda and penalty mu updated after every
-    inner minimisation, stopping as soon as all K are feasible. (2) The fast sampler: single gradient
+    inner minimisation (Adam steps on the codes), stopping as soon as all K are feasible. A seed that
+    cannot get there (the unit silent for it, no progress, or still far once half the seeds are in
+    range) is re-drawn near a feasible one. (2) The fast sampler: single gradient
     steps of the same objective (novelty against the accepted set + the constraint terms with the
     final multipliers) from randomly chosen accepted samples; every step that lands in range is kept,
     until n samples. A step is the normalised gradient plus an equal-sized random part (without it,
@@ -31,8 +33,9 @@ Two methods, same result type:
     population method on fitness = -violation + beta * novelty, novelty being the mean feature-space
     distance to the k nearest archived samples: parents by binary tournament on that fitness among the
     archive and the last generation, children by a spherical Gaussian mutation (code norm kept, step
-    size adapted to a 25 % feasibility rate) or a blend of two parents. Every feasible sample is
-    archived, until n.
+    size adapted to a 25 % feasibility rate) or a blend of two parents; a share of each generation,
+    in proportion to its success, is drawn afresh from the code prior (independent draws are the most
+    diverse there are when the range is easy to hit). Every feasible sample is archived, until n.
 
 Every returned sample was scored by ``scorer`` itself (numpy, exactly the float32 series returned),
 and its mean over ``repeats`` presentations lies in range; the gradient path's torch activations only
