@@ -17,7 +17,7 @@ def _available(name):
         return False
 
 
-NAMES = [n for n in BUILTIN if n != "dream" and _available(n)] + (["ng:NGOpt", "ng:TBPSA"] if _available("ng:NGOpt") else [])
+NAMES = ["default", "genetic", "cmaes", "fdgd", "nes", "random", "ng:NGOpt", "ng:TBPSA"]
 
 
 def _score(codes):
