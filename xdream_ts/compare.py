@@ -272,7 +272,7 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
                 used = opt.n_forward + backward_cost * opt.n_backward
                 extra = {"n_forward": int(opt.n_forward), "n_backward": int(opt.n_backward)}
             else:
-                opt = make_optimizer(name, gf_decoder.latent_dim, seed=seed)
+                opt = make_optimizer(name, gf_decoder.latent_dim, seed=seed, evaluations=int(evaluations))
                 r = run_loop(gf_decoder, onnx_scorer, opt, budget=int(evaluations), seed=seed, store=store,
                              progress=False, reference_max=ref_max)
                 cost, used, extra = 1.0, float(r.presentations), {}

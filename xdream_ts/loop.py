@@ -98,10 +98,28 @@ class Run:
         best = self.best_clean_score if self.clean_scores is not None else self.best_score
         return float(best / ref)
 
+    @property
+    def incumbent(self) -> dict | None:
+        """The optimizer's own pick (noisy runs of ``default``): where it was shown, its mean response over
+        ``measurements`` presentations, and its clean response when the scorer knows it. None otherwise."""
+        rec = (self.attrs or {}).get("incumbent")
+        if not rec:
+            return None
+        out = dict(rec)
+        if self.clean_scores is not None:
+            out["clean_score"] = float(self.clean_objective[rec["generation"], rec["member"]])
+        return out
+
+    @property
+    def incumbent_series(self) -> np.ndarray | None:
+        rec = self.incumbent
+        return None if rec is None else self.series[rec["generation"], rec["member"]]
+
     def summary(self) -> dict:
         """The JSON-able summary that `xdream-ts show --json` prints."""
         has = np.isfinite(self.objective).any()
         return {
+            "incumbent": self.incumbent,
             "path": str(self.path) if self.path else None,
             "optimizer": self.config.get("optimizer", {}).get("name"),
             "decoder": self.config.get("decoder", {}).get("name"),
@@ -221,7 +239,8 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         decoder = make_decoder(decoder, length=getattr(scorer, "length", None),
                                channels=getattr(scorer, "channels", None))
     if isinstance(optimizer, str):
-        optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=bool(getattr(scorer, "noisy", False)))
+        optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=bool(getattr(scorer, "noisy", False)),
+                                   evaluations=budget // repeats)
     if getattr(optimizer, "needs_gradients", False):
         # gradient-based optimizers (dream) get the differentiable decoder+scorer, or refuse in one line
         optimizer.bind(decoder, scorer)
@@ -339,10 +358,27 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         raise UserError("the budget is smaller than one presentation of one series: raise --budget")
     result = _run_from_store(st)
     st.mark_complete({"best_score": result.best_score if np.isfinite(best) else None,
-                      "wall_seconds": round(time.perf_counter() - t_start, 3)})
+                      "wall_seconds": round(time.perf_counter() - t_start, 3),
+                      "incumbent": _incumbent_record(optimizer, result)})
     result.complete = True
     result.attrs = st.attrs
     return result
+
+
+def _incumbent_record(optimizer, result: Run) -> dict | None:
+    """Where the optimizer's own pick of the best (mean response over several measurements, ``default``
+    under noise) was shown, with its mean and count. Under noise the best *observed* response is a lucky
+    draw; this is the series to report. None when the optimizer keeps no incumbent."""
+    inc = optimizer.incumbent() if hasattr(optimizer, "incumbent") else None
+    if inc is None:
+        return None
+    code, mean, n = inc
+    hits = np.argwhere(np.all(result.codes == np.asarray(code)[None, None, :], axis=-1))
+    hits = [h for h in hits if h[1] < result.n_evaluated[h[0]]]
+    if not hits:
+        return None
+    g, p = (int(v) for v in hits[0])
+    return {"generation": g, "member": p, "mean_score": float(mean), "measurements": int(n)}
 
 
 def _generations_for(budget: int, population: int, repeats: int) -> int:

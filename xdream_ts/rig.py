@@ -160,6 +160,8 @@ class RigSearch:
         self.config, self.clock = config.validate(), clock
         self.decoder = make_decoder(config.decoder, length=config.length, channels=config.channels)
         self.optimizer = make_optimizer(config.optimizer, self.decoder.latent_dim, seed=config.seed,
+                                        evaluations=int(config.budget) // int(config.repeats),
+                                        noisy=True,  # a measured neuron or sensor: never trust one lucky response
                                         **dict(config.optimizer_params))
         self.repeats, self.budget = int(config.repeats), int(config.budget)
         self.path = Path(config.out)

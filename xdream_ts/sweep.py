@@ -419,7 +419,8 @@ def build_task(task: dict):
         decoder = _cached(_DECODER_CACHE, (spec, length, channels), lambda: make_decoder(spec, length, channels))
     opt = task["optimizer"]
     optimizer = make_optimizer(opt["name"], decoder.latent_dim, seed=task["seed"],
-                               noisy=bool(getattr(scorer, "noisy", False)), **opt["params"])
+                               noisy=bool(getattr(scorer, "noisy", False)),
+                               evaluations=task["budget"] // task["repeats"], **opt["params"])
     return decoder, scorer, optimizer, ref, optimum
 
 

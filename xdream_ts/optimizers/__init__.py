@@ -42,8 +42,14 @@ def optimizer_class(name: str):
     return getattr(mod, cls)
 
 
-def make_optimizer(name: str, dim: int, seed: int | None = None, noisy: bool = False, **params):
-    """Build an optimizer by name for codes of dimension ``dim``; unknown parameters are a UserError."""
+def make_optimizer(name: str, dim: int, seed: int | None = None, noisy: bool = False,
+                   evaluations: int | None = None, **params):
+    """Build an optimizer by name for codes of dimension ``dim``; unknown parameters are a UserError.
+
+    ``evaluations`` is the run's budget in evaluations (presentations / repeats), a hint the loop gives:
+    optimizers that plan over the run (the default's step decay) take it as their ``budget`` unless
+    one was given explicitly; the others ignore it.
+    """
     cls = optimizer_class(name)
     sig = inspect.signature(cls.__init__)
     accepted = {p for p in sig.parameters if p not in ("self", "dim", "seed")}
@@ -53,6 +59,8 @@ def make_optimizer(name: str, dim: int, seed: int | None = None, noisy: bool = F
                         f"{', '.join(sorted(accepted - {'noisy', 'name', 'init'}))}")
     if "noisy" in accepted:
         params["noisy"] = noisy
+    if evaluations is not None and "budget" in accepted and "budget" not in params:
+        params["budget"] = max(1, int(evaluations))
     if name.startswith("ng:"):
         params["name"] = name[3:]
     return cls(dim, seed=seed, **params)
