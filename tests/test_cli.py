@@ -140,3 +140,46 @@ def test_inspect_and_a_two_target_contrast_run(tmp_path, capsys):
     np.testing.assert_allclose(objective, scores[:, :, 0, 0] - scores[:, :, 0, 1])
     code, _, err = _run(["run", "--model", str(model), "--layer", "nope", "--out", str(tmp_path / "x.zarr")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "inspect" in err
+
+
+def test_noisy_default_run_reports_its_incumbent(tmp_path, capsys):
+    """Under gain noise the default optimizer's pick (mean over several presentations) is shown by `show`."""
+    out_dir = tmp_path / "r.zarr"
+    code, _, err = _run(["run", "--decoder", "basis:16", "--budget", "800", "--noise", "gain:0.5",
+                         "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    code, out, _ = _run(["show", str(out_dir), "--json"], capsys)
+    s = json.loads(out)
+    inc = s["incumbent"]
+    assert s["optimizer"] == "default" and inc["measurements"] >= 2
+    from xdream_ts.loop import load_run
+    r = load_run(out_dir)
+    # the recorded place holds the incumbent's series, and its clean score is that series' clean score
+    assert inc["clean_score"] == pytest.approx(float(r.clean_objective[inc["generation"], inc["member"]]))
+    # the optimizer planned its step decay over this run's budget, not its own default
+    assert r.config["optimizer"]["budget"] == 800
+    code, out, _ = _run(["show", str(out_dir)], capsys)
+    assert "incumbent      mean" in out
+
+
+def test_show_plausibility_on_the_shipped_model(tmp_path, capsys):
+    pytest.importorskip("xdream_ts.reference")
+    out_dir = tmp_path / "r.zarr"
+    code, _, err = _run(["run", "--optimizer", "random", "--budget", "40", "--out", str(out_dir), "--no-progress"],
+                        capsys)
+    assert code == 0, err
+    code, out, err = _run(["show", str(out_dir), "--plausibility", "--json"], capsys)
+    assert code == 0, err
+    p = json.loads(out)["plausibility"]
+    assert p["layer"] == "gap" and p["best_distance"] > 0 and 0 <= p["best_percentile"] <= 100
+    code, out, _ = _run(["show", str(out_dir), "--plausibility"], capsys)
+    assert "Mahalanobis" in out
+    # a layer the model does not have: one line, exit 2, and the run is untouched
+    code, _, err = _run(["show", str(out_dir), "--layer", "no_such_tensor"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert load_run_presentations(out_dir) == 40
+
+
+def load_run_presentations(path):
+    from xdream_ts.loop import load_run
+    return load_run(path).presentations

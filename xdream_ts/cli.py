@@ -207,10 +207,17 @@ def format_summary(s: dict) -> str:
         f" (repeats {s['repeats']}, missing responses {s['missing_responses']})",
         f"best score     {f(s['best_score'])}   clean {f(s['best_clean_score'])}",
     ]
+    inc = s.get("incumbent")
+    if inc:
+        lines.append(f"incumbent      mean {f(inc['mean_score'])} over {inc['measurements']} presentations"
+                     f"   clean {f(inc.get('clean_score'))}   (the optimizer's pick: not a lucky draw)")
     if s.get("relative_activation") is not None:
         lines.append(f"relative act.  {f(s['relative_activation'])}  (best / reference max {f(s['reference_max'])};"
                      f" > 1 is a super stimulus)")
     lines.append(f"complete       {s['complete']}")
+    if s.get("plausibility"):
+        from .analysis import format_plausibility
+        lines.append(format_plausibility(s["plausibility"]))
     return "\n".join(lines)
 
 
@@ -218,6 +225,10 @@ def cmd_show(args) -> int:
     from .loop import load_run
     r = load_run(args.run)
     s = r.summary()
+    if args.plausibility or args.reference_data or args.layer or args.model:
+        from .analysis import plausibility_summary
+        s["plausibility"] = plausibility_summary(r, model=args.model, layer=args.layer,
+                                                 reference_series=args.reference_data)
     print(json.dumps(s) if args.json else format_summary(s))
     return 0
 
@@ -226,6 +237,12 @@ def _add_show(sub):
     p = sub.add_parser("show", help="summarise a run store")
     p.add_argument("run", help="run store folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plausibility", action="store_true",
+                   help="Mahalanobis distance of the best series to real data in activation space (the shipped "
+                        "FordA sample for the shipped model; --reference-data otherwise)")
+    p.add_argument("--reference-data", help="UCR dataset folder or .tsv of real series (implies --plausibility)")
+    p.add_argument("--layer", help="tensor to measure plausibility in (default: the penultimate layer)")
+    p.add_argument("--model", help="the .onnx model (default: the one the run probed)")
     p.set_defaults(func=cmd_show)
 
 
