@@ -210,3 +210,17 @@ def test_resume_counts_presentations_from_committed_generations(tmp_path):
                             store=tmp_path / "b.zarr", resume=True, progress=False)
     assert resumed.generations == full.generations == 10
     np.testing.assert_array_equal(resumed.codes, full.codes)
+
+
+@pytest.mark.parametrize("budget", [400, 390])  # 390: the budget cuts the last generation short
+def test_returned_run_equals_the_run_read_back_from_disk(tmp_path, budget):
+    """The finished run is returned from the writer's in-memory mirror: it must be what is on disk."""
+    from xdream_ts.adapters.simulated import SimulatedNeuron, with_noise
+    scorer = with_noise(SimulatedNeuron(length=64, seed=1), "poisson", seed=2)
+    got = xdream_ts.run("basis:8", scorer, "genetic", budget=budget, repeats=2, store=tmp_path / "r.zarr",
+                        progress=False)
+    disk = xdream_ts.load_run(tmp_path / "r.zarr")
+    for name in ("codes", "series", "scores", "objective", "clean_scores", "n_evaluated"):
+        a, b = getattr(got, name), getattr(disk, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(a, b, err_msg=name)

@@ -46,6 +46,10 @@ class RunStore:
         self.group = group
         self.path = path
         self._handles: dict = {}
+        # What this writer appended, kept in memory, so that the finished run is returned without
+        # reading it all back from disk (0.8 s CPU for a 10,000-presentation run). Only a store this
+        # object created from empty has a complete mirror; an opened (resumed) one reads from disk.
+        self._mirror: dict | None = None
 
     def _arr(self, name):
         # Looking an array up in the group re-reads its metadata (~1-2 ms): keep the handles.
@@ -67,6 +71,7 @@ class RunStore:
                                 f"or choose another path (--out)")
             group = zarr.open_group(str(path), mode="w-", zarr_format=3)
         store = cls(group, path)
+        store._mirror = {} if path is not None else None  # a memory store is its own mirror
         G = max(1, math.ceil(budget / (population_size * repeats)))
         P = population_size
         tk = () if n_targets == 1 else (n_targets,)
@@ -135,6 +140,13 @@ class RunStore:
         if clean is not None and "clean_scores" in self.group:
             rows["clean_scores"] = _padded(clean, n, self._arr("clean_scores").shape[1:], np.float64)
         _write_rows(g, [(self._arr(k), v) for k, v in rows.items()])
+        if self._mirror is not None:
+            if all(len(v) == g for v in self._mirror.values()):
+                for k, v in rows.items():
+                    if k != "state":
+                        self._mirror.setdefault(k, []).append(v)
+            else:  # a generation rewritten or skipped: the mirror no longer matches, stop keeping it
+                self._mirror = None
         # The commit marker, written last and in ONE metadata write (zarr's attrs.update writes once per
         # key, and a kill between two keys would leave them disagreeing).
         self.group.update_attributes({"generations_completed": g + 1, "presentations": int(presentations)})
@@ -149,6 +161,9 @@ class RunStore:
         if name not in self.group:
             return None
         g = self.generations_completed if generations is None else generations
+        rows = (self._mirror or {}).get(name)
+        if rows is not None and g <= len(rows) and g > 0:
+            return np.stack(rows[:g]).astype(self._arr(name).dtype, copy=False)
         return self._arr(name)[:g]
 
 
