@@ -183,3 +183,17 @@ def test_show_plausibility_on_the_shipped_model(tmp_path, capsys):
 def load_run_presentations(path):
     from xdream_ts.loop import load_run
     return load_run(path).presentations
+
+
+def test_dream_from_the_cli_uses_the_shipped_models_torch_twin(tmp_path, capsys):
+    pytest.importorskip("xdream_ts.reference")
+    out_dir = tmp_path / "d.zarr"
+    code, out, err = _run(["run", "--optimizer", "dream", "--layer", "block2/out", "--unit", "3", "--budget", "40",
+                           "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "optimizer dream" in out and "relative act." in out
+    # with noise there is no gradient to follow: one line, exit 2, nothing written
+    code, _, err = _run(["run", "--optimizer", "dream", "--noise", "poisson", "--budget", "40",
+                         "--out", str(tmp_path / "n.zarr"), "--no-progress"], capsys)
+    assert code == 2 and "gradients" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "n.zarr").exists()

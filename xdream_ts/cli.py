@@ -129,9 +129,20 @@ def build_target(opts: dict):
             targets = [parse_target(t) for t in specs]
         else:
             targets = [Target(opts["layer"], int(opts["unit"]), parse_position(str(opts["position"])))]
-        scorer = OnnxScorer(model, targets, objective=opts["objective"], threads=int(opts["threads"]),
-                            layout=opts["layout"], length=opts["length"], providers=opts["providers"],
-                            tensor_layout=opts["tensor_layout"])
+        if opts["optimizer"] == "dream":
+            # gradients: the shipped model's torch twin (same weights, same tensor names), or any ONNX model
+            # through onnx2torch when that optional package is installed (else one line saying so)
+            from .adapters.torch import TorchScorer
+            if _shipped_model() and Path(model).resolve() == Path(_shipped_model()).resolve():
+                scorer = TorchScorer.from_reference(targets, objective=opts["objective"],
+                                                    threads=int(opts["threads"]))
+            else:
+                scorer = TorchScorer.from_onnx(model, targets, objective=opts["objective"], length=opts["length"],
+                                               threads=int(opts["threads"]))
+        else:
+            scorer = OnnxScorer(model, targets, objective=opts["objective"], threads=int(opts["threads"]),
+                                layout=opts["layout"], length=opts["length"], providers=opts["providers"],
+                                tensor_layout=opts["tensor_layout"])
         if reference is None and len(targets) == 1:
             reference = _shipped_reference_max(model, targets[0])
     else:

@@ -277,7 +277,11 @@ def build_resnet(n_classes: int = N_CLASSES, in_channels: int = 1):
 
 def load_reference_torch():
     """The shipped reference ResNet in eval mode (float32, CPU), weights from ``reference_resnet.pt``."""
+    import warnings
     torch, _, _ = _torch_classes()
+    # torch warns at every forward that 'same' padding with the even kernel 8 copies the input: true,
+    # harmless, and it is the architecture of Wang et al. 2017 (the ONNX export pads the same way)
+    warnings.filterwarnings("ignore", message="Using padding='same' with even kernel", category=UserWarning)
     model = build_resnet()
     state = torch.load(reference_state_dict_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
