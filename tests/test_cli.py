@@ -197,3 +197,25 @@ def test_dream_from_the_cli_uses_the_shipped_models_torch_twin(tmp_path, capsys)
                          "--out", str(tmp_path / "n.zarr"), "--no-progress"], capsys)
     assert code == 2 and "gradients" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "n.zarr").exists()
+
+
+def test_optimizer_parameters_from_flags_and_toml(tmp_path, capsys):
+    out_dir = tmp_path / "p.zarr"
+    code, _, err = _run(["run", "--decoder", "basis:8", "--optimizer", "default", "--param", "population_size=24",
+                         "--param", "sigma0=0.5", "--budget", "96", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    code, out, _ = _run(["show", str(out_dir), "--json"], capsys)
+    from xdream_ts.loop import load_run
+    r = load_run(out_dir)
+    assert r.codes.shape[1] == 24 and r.config["optimizer"]["sigma0"] == 0.5 and r.generations == 4
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('optimizer = "genetic"\nbudget = 60\ndecoder = "basis:8"\n[optimizer_params]\npopulation_size = 12\n')
+    code, _, err = _run(["run", str(cfg), "--out", str(tmp_path / "g.zarr"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert load_run(tmp_path / "g.zarr").codes.shape[1] == 12
+    # a parameter the optimizer does not take: one line naming the ones it does, exit 2
+    code, _, err = _run(["run", "--optimizer", "genetic", "--param", "sigma0=1", "--out", str(tmp_path / "x.zarr"),
+                         "--no-progress"], capsys)
+    assert code == 2 and "population_size" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["run", "--param", "oops", "--out", str(tmp_path / "y.zarr")], capsys)
+    assert code == 2 and "KEY=VALUE" in err

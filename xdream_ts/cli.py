@@ -27,7 +27,7 @@ RUN_DEFAULTS = {
     "optimizer": "default", "decoder": None, "budget": 3000, "repeats": 1, "noise": "none", "seed": 0,
     "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
     "layout": None, "threads": 1, "length": None, "neuron_seed": 0, "progress": True, "reference": None,
-    "target": None, "objective": "sum", "providers": None, "tensor_layout": None,
+    "target": None, "objective": "sum", "providers": None, "tensor_layout": None, "optimizer_params": None,
     # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
     "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
@@ -40,7 +40,11 @@ def _add_run(sub):
                                    "built-in default (the shipped reference model when installed, else a "
                                    "simulated neuron).")
     p.add_argument("config", nargs="?", help="TOML file with run options")
-    p.add_argument("--optimizer", help="default, genetic, cmaes, fdgd, nes, random, ng:NAME (`xdream-ts optimizers`)")
+    p.add_argument("--optimizer", help="default, genetic, cmaes, fdgd, nes, random, dream, ng:NAME "
+                                       "(`xdream-ts optimizers`)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", dest="optimizer_params",
+                   help="an optimizer parameter, e.g. population_size=60 or sigma0=0.5 (repeatable; TOML: a table "
+                        "[optimizer_params]); a wrong name lists the ones the optimizer takes")
     p.add_argument("--decoder", help="identity, basis[:N], pca:FILE.npz, default, or a trained decoder folder")
     p.add_argument("--budget", type=int, help="presentations (each repeat counts), default 3000")
     p.add_argument("--repeats", type=int, help="presentations of each series per generation, default 1")
@@ -100,7 +104,24 @@ def resolve_run_options(args) -> dict:
     for key in ("budget", "repeats"):
         if not isinstance(opts[key], int) or opts[key] < 1:
             raise UserError(f"--{key} must be a positive integer, got {opts[key]!r}")
+    params = opts["optimizer_params"] or {}
+    if isinstance(params, list):  # from --param flags
+        params = dict(_parse_param(text) for text in params)
+    if not isinstance(params, dict):
+        raise UserError("optimizer_params must be a TOML table, e.g. optimizer_params = {population_size = 60}")
+    opts["optimizer_params"] = params
     return opts
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as JSON when it parses (numbers, true/false, lists), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--param {text!r}: write KEY=VALUE, e.g. --param population_size=60")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
 
 
 def build_target(opts: dict):
@@ -188,7 +209,13 @@ def cmd_run(args) -> int:
     if opts["resume"] and not Path(out).exists():
         raise UserError(f"--resume: no run store at {out}; check --out")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    result = run(decoder=decoder, scorer=scorer, optimizer=opts["optimizer"], budget=opts["budget"],
+    optimizer = opts["optimizer"]
+    if opts["optimizer_params"]:
+        from .optimizers import make_optimizer
+        optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=opts["seed"],
+                                   noisy=bool(getattr(scorer, "noisy", False)),
+                                   evaluations=opts["budget"] // opts["repeats"], **opts["optimizer_params"])
+    result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, budget=opts["budget"],
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
                  progress=opts["progress"], reference_max=reference,
                  config={"cli": {k: v for k, v in opts.items() if k != "progress"}})
