@@ -219,3 +219,22 @@ def test_optimizer_parameters_from_flags_and_toml(tmp_path, capsys):
     assert code == 2 and "population_size" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(["run", "--param", "oops", "--out", str(tmp_path / "y.zarr")], capsys)
     assert code == 2 and "KEY=VALUE" in err
+
+
+def test_start_from_the_real_series_the_target_likes_best(tmp_path, capsys):
+    pytest.importorskip("xdream_ts.reference")
+    out_dir = tmp_path / "i.zarr"
+    code, _, err = _run(["run", "--optimizer", "genetic", "--layer", "block2/out", "--unit", "0", "--init", "best",
+                         "--init-n", "5", "--budget", "40", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    from xdream_ts.loop import load_run
+    from xdream_ts.reference import sample_series
+    r = load_run(out_dir)
+    info = r.config["cli"]["init_info"]
+    assert info["which"] == "best" and info["n"] == 5 and info["ranked"] == 300
+    X = sample_series()[0]
+    # the first members of generation 0 are the encoded best real series, in rank order
+    for member, index in enumerate(info["indices"]):
+        assert np.corrcoef(r.series[0, member], X[index])[0, 1] > 0.8
+    code, _, err = _run(["run", "--optimizer", "random", "--init", "best", "--out", str(tmp_path / "x.zarr")], capsys)
+    assert code == 2 and "--init" in err

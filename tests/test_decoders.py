@@ -246,6 +246,23 @@ def test_pca_whitened_save_load_no_pickle(tmp_path):
         PCADecoder.load(tmp_path / "missing.npz")
 
 
+def test_pca_spec_fits_on_a_ucr_folder(tmp_path):
+    """pca:DATA[:K] fits on the TRAIN split of a UCR folder, at the target's length."""
+    from xdream_ts.decoders import make_decoder
+    folder = tmp_path / "Waves"
+    folder.mkdir()
+    X = sines(40, 64)
+    lines = [f"{i % 2 + 1}\t" + "\t".join(f"{v:.6f}" for v in x) for i, x in enumerate(X)]
+    (folder / "Waves_TRAIN.tsv").write_text("\n".join(lines) + "\n")
+    dec = make_decoder(f"pca:{folder}:6", length=100)
+    assert dec.latent_dim == 6 and dec(np.zeros((2, 6))).shape == (2, 100)
+    same = make_decoder(f"pca:{folder}:6", length=100)
+    np.testing.assert_array_equal(dec.components_, same.components_)  # deterministic
+    assert make_decoder(f"pca:{folder}", length=64).latent_dim == 40  # default 64, capped by 40 series
+    with pytest.raises(UserError, match="pca:FILE.npz"):
+        make_decoder("pca", length=64)
+
+
 # ------------------------------------------------------------------------------ shipped decoder
 
 @pytest.mark.skipif(not (DEFAULT_DECODER_DIR / "decoder.onnx").is_file(), reason="default decoder not trained yet")

@@ -6,6 +6,7 @@ with code 2, no traceback; recorded data is never touched by an error.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ RUN_DEFAULTS = {
     "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
     "layout": None, "threads": 1, "length": None, "neuron_seed": 0, "progress": True, "reference": None,
     "target": None, "objective": "sum", "providers": None, "tensor_layout": None, "optimizer_params": None,
+    "init": None, "init_data": None, "init_n": None,
     # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
     "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
@@ -45,8 +47,14 @@ def _add_run(sub):
     p.add_argument("--param", action="append", metavar="KEY=VALUE", dest="optimizer_params",
                    help="an optimizer parameter, e.g. population_size=60 or sigma0=0.5 (repeatable; TOML: a table "
                         "[optimizer_params]); a wrong name lists the ones the optimizer takes")
-    p.add_argument("--decoder", help="identity, basis[:N], pca:FILE.npz, default, or a trained decoder folder")
+    p.add_argument("--decoder", help="identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, or a trained decoder folder")
     p.add_argument("--budget", type=int, help="presentations (each repeat counts), default 3000")
+    p.add_argument("--init", choices=("best", "middle", "worst"),
+                   help="start from the real series the target scores best / middle / worst (XDream Fig. 3c), "
+                        "encoded by the decoder; default: random codes")
+    p.add_argument("--init-data", help="real series for --init: a UCR folder, name or .tsv (default: the shipped "
+                                       "FordA sample for the shipped model)")
+    p.add_argument("--init-n", type=int, help="how many real series start the search (default: 20)")
     p.add_argument("--repeats", type=int, help="presentations of each series per generation, default 1")
     p.add_argument("--noise", help="none, poisson[:SCALE], gain:SIGMA (simulated noise on the target)")
     p.add_argument("--seed", type=int, help="seed of the optimizer and the simulated noise, default 0")
@@ -209,12 +217,17 @@ def cmd_run(args) -> int:
     if opts["resume"] and not Path(out).exists():
         raise UserError(f"--resume: no run store at {out}; check --out")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    optimizer = opts["optimizer"]
-    if opts["optimizer_params"]:
-        from .optimizers import make_optimizer
+    optimizer, params = opts["optimizer"], dict(opts["optimizer_params"])
+    if opts["init"] and not opts["resume"]:  # a resumed run continues from its stored state instead
+        params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
+    if params:
+        from .optimizers import make_optimizer, optimizer_class
+        if "init" in params and "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
+            raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
+                            "genetic, cmaes, fdgd or nes")
         optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=opts["seed"],
                                    noisy=bool(getattr(scorer, "noisy", False)),
-                                   evaluations=opts["budget"] // opts["repeats"], **opts["optimizer_params"])
+                                   evaluations=opts["budget"] // opts["repeats"], **params)
     result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, budget=opts["budget"],
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
                  progress=opts["progress"], reference_max=reference,
@@ -223,6 +236,45 @@ def cmd_run(args) -> int:
     if hasattr(scorer, "report"):  # a remote endpoint: requests, retries, series lost and why
         print(scorer.report())
     return 0
+
+
+def start_codes(opts: dict, scorer, decoder):
+    """Codes of the real series the target scores best / middle / worst (--init), and a note for the store.
+
+    The real series are shown to the target once each to rank them; those presentations are not part of
+    the search's budget (XDream ranks its initial images the same way) and are recorded in the config.
+    """
+    import numpy as np
+
+    from .decoders.encode import initial_codes
+    from .series import resample, znormalize
+    if opts["init_data"]:
+        from .analysis import load_reference_data
+        X, source = load_reference_data(opts["init_data"]), str(opts["init_data"])
+    else:
+        if not _is_shipped_target(opts):
+            raise UserError("--init needs real series of the target's data: pass --init-data (a UCR folder, name "
+                            "or .tsv)")
+        from .reference import sample_series
+        X, source = sample_series()[0], "shipped FordA sample"
+    length = getattr(scorer, "length", None)
+    if length and X.shape[-1] != length:
+        X = znormalize(resample(X, int(length)))
+    n = int(opts["init_n"] or 20)
+    if not 1 <= n <= len(X):
+        raise UserError(f"--init-n must be between 1 and the {len(X)} series of {source}, got {n}")
+    scores = np.asarray(scorer(X), dtype=np.float64)
+    if scores.ndim == 2:
+        scores = scorer.objective(scores) if hasattr(scorer, "objective") else scores[:, 0]
+    codes, idx = initial_codes(decoder, X, scores, n, opts["init"], seed=int(opts["seed"]), return_indices=True)
+    return codes, {"which": opts["init"], "n": n, "source": source, "ranked": len(X),
+                   "indices": [int(i) for i in idx]}
+
+
+def _is_shipped_target(opts: dict) -> bool:
+    shipped = _shipped_model()
+    return bool(shipped) and not opts.get("endpoint") and (
+        not opts["model"] or Path(opts["model"]).resolve() == Path(shipped).resolve())
 
 
 def _default_decoder_spec() -> str:

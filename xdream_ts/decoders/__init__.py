@@ -26,12 +26,19 @@ def make_decoder(spec: str, length: int | None = None, channels: int | None = No
         return BasisDecoder(length, n_basis=int(arg) if arg else 32, channels=channels)
     if name == "pca":
         from .pca import PCADecoder
-        return PCADecoder.load(arg, length=length)
+        if not arg:
+            raise UserError("decoder 'pca' needs a fitted file or data: pca:FILE.npz, or pca:DATA[:K] with DATA a "
+                            "UCR dataset folder or name (fitted on its TRAIN split, K components, default 64)")
+        if arg.endswith(".npz"):
+            return PCADecoder.load(arg, length=length)
+        # pca:DATA[:K]: fit now (a second for UCR-sized data); deterministic for the same data
+        data, _, k = arg.rpartition(":") if arg.rsplit(":", 1)[-1].isdigit() else (arg, "", "")
+        return PCADecoder.fit(data, n_components=int(k) if k else 64, length=length)
     if name == "default":
         from .onnx_decoder import load_default_decoder
         return load_default_decoder(length=length)
     if Path(spec).is_dir():
         from .onnx_decoder import OnnxDecoder
         return OnnxDecoder(spec, length=length)
-    raise UserError(f"unknown decoder {spec!r}: use identity, basis[:N], pca:FILE.npz, default, "
+    raise UserError(f"unknown decoder {spec!r}: use identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, "
                     "or a folder written by `xdream-ts train-decoder`")
