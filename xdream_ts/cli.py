@@ -218,6 +218,10 @@ def cmd_run(args) -> int:
         raise UserError(f"--resume: no run store at {out}; check --out")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     optimizer, params = opts["optimizer"], dict(opts["optimizer_params"])
+    if optimizer == "dream":
+        # a start where the unit is silent (ReLU) has no gradient to follow: draw it again. Off in the
+        # library (the committed Sequence Dreaming results ran without it), on for someone at the shell.
+        params.setdefault("redraw_dead", True)
     if opts["init"] and not opts["resume"]:  # a resumed run continues from its stored state instead
         params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
     if params:
