@@ -223,12 +223,13 @@ def cmd_run(args) -> int:
         # library (the committed Sequence Dreaming results ran without it), on for someone at the shell.
         params.setdefault("redraw_dead", True)
     if opts["init"] and not opts["resume"]:  # a resumed run continues from its stored state instead
-        params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
-    if params:
-        from .optimizers import make_optimizer, optimizer_class
-        if "init" in params and "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
+        from .optimizers import optimizer_class
+        if "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
                             "genetic, cmaes, fdgd or nes")
+        params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
+    if params:
+        from .optimizers import make_optimizer
         optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=opts["seed"],
                                    noisy=bool(getattr(scorer, "noisy", False)),
                                    evaluations=opts["budget"] // opts["repeats"], **params)
