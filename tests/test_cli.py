@@ -158,6 +158,9 @@ def test_noisy_default_run_reports_its_incumbent(tmp_path, capsys):
     assert inc["clean_score"] == pytest.approx(float(r.clean_objective[inc["generation"], inc["member"]]))
     # the optimizer planned its step decay over this run's budget, not its own default
     assert r.config["optimizer"]["budget"] == 800
+    # relative activation is that of the reported series (the incumbent), not of the luckiest response
+    assert r.reported_index == (inc["generation"], inc["member"])
+    assert s["relative_activation"] == pytest.approx(inc["clean_score"] / s["reference_max"])
     code, out, _ = _run(["show", str(out_dir)], capsys)
     assert "incumbent      mean" in out
 

@@ -188,9 +188,11 @@ def test_refuses_a_decoder_without_gradients():
 
 
 def test_refusal_through_the_cli_exits_2(tmp_path, capsys):
+    """The shipped model has a torch twin (dream runs on it from the CLI); a noisy target has no gradient."""
     from xdream_ts.cli import main
 
-    rc = main(["run", "--optimizer", "dream", "--budget", "8", "--no-progress", "--out", str(tmp_path / "r.zarr")])
+    rc = main(["run", "--optimizer", "dream", "--noise", "gain:0.5", "--budget", "8", "--no-progress",
+               "--out", str(tmp_path / "r.zarr")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "dream needs gradients" in err, err
     assert not (tmp_path / "r.zarr").exists()

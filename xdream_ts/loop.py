@@ -90,13 +90,26 @@ class Run:
         return self.config.get("reference_max")
 
     @property
+    def reported_index(self) -> tuple[int, int]:
+        """(generation, member) of the series this run reports: the optimizer's incumbent when it keeps one
+        (``default`` under noise: its mean over several presentations, not one lucky response), else the
+        best observed series."""
+        rec = (self.attrs or {}).get("incumbent")
+        return (int(rec["generation"]), int(rec["member"])) if rec else self.best_index
+
+    @property
     def relative_activation(self) -> float | None:
-        """Best (clean when known) activation / best activation over a reference dataset (> 1: super stimulus)."""
+        """Activation of the reported series (clean when known; else its mean observed response) / the
+        unit's best activation over a reference dataset (> 1: a super stimulus)."""
         ref = self.reference_max
         if not ref:
             return None
-        best = self.best_clean_score if self.clean_scores is not None else self.best_score
-        return float(best / ref)
+        rec = (self.attrs or {}).get("incumbent")
+        if self.clean_scores is not None:
+            value = self.clean_objective[self.reported_index]
+        else:
+            value = rec["mean_score"] if rec else self.best_score
+        return float(value / ref)
 
     @property
     def incumbent(self) -> dict | None:

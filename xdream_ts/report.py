@@ -135,6 +135,9 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
         traj[g] = clean_obj[best_g, p] if clean_obj is not None else obj[best_g, p]
     bg = best_g
     bp = int(per_gen_best[bg])
+    inc = attrs.get("incumbent")
+    if inc:  # the optimizer's own pick (noisy default): the series the run reports, not a lucky draw
+        bg, bp = int(inc["generation"]), int(inc["member"])
     scorer = cfg.get("scorer", {}) or {}
     ref = cfg.get("reference_max")
 
