@@ -132,7 +132,6 @@ class Run:
         """The JSON-able summary that `xdream-ts show --json` prints."""
         has = np.isfinite(self.objective).any()
         return {
-            "incumbent": self.incumbent,
             "path": str(self.path) if self.path else None,
             "optimizer": self.config.get("optimizer", {}).get("name"),
             "decoder": self.config.get("decoder", {}).get("name"),
@@ -149,6 +148,7 @@ class Run:
                                      [self._evaluated_mask()].sum()),
             "seed": self.config.get("seed"),
             "complete": bool(self.complete),
+            "incumbent": self.incumbent,
         }
 
     def _evaluated_mask(self) -> np.ndarray:

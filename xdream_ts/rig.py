@@ -159,10 +159,10 @@ class RigSearch:
 
         self.config, self.clock = config.validate(), clock
         self.decoder = make_decoder(config.decoder, length=config.length, channels=config.channels)
-        self.optimizer = make_optimizer(config.optimizer, self.decoder.latent_dim, seed=config.seed,
-                                        evaluations=int(config.budget) // int(config.repeats),
-                                        noisy=True,  # a measured neuron or sensor: never trust one lucky response
-                                        **dict(config.optimizer_params))
+        params = dict(config.optimizer_params)
+        noisy = bool(params.pop("noisy", True))  # a measured neuron or sensor: never trust one lucky response
+        self.optimizer = make_optimizer(config.optimizer, self.decoder.latent_dim, seed=config.seed, noisy=noisy,
+                                        evaluations=int(config.budget) // int(config.repeats), **params)
         self.repeats, self.budget = int(config.repeats), int(config.budget)
         self.path = Path(config.out)
         self.pending_path = self.path.with_name(self.path.name + ".pending.json")
