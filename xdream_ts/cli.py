@@ -226,7 +226,7 @@ def cmd_run(args) -> int:
         from .optimizers import optimizer_class
         if "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
-                            "genetic, cmaes, fdgd or nes")
+                            "genetic, cmaes, fdgd, nes or ng:NAME")
         params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
     if params:
         from .optimizers import make_optimizer
