@@ -280,23 +280,17 @@ class _Run:
     population: int = 0
 
 
-def _make_optimizer(method: str, dim: int, seed: int, noisy: bool, budget: int):
-    from xdream_ts.optimizers import make_optimizer, optimizer_class
-    import inspect
-    params = {}
-    if "budget" in inspect.signature(optimizer_class(method).__init__).parameters:
-        params["budget"] = budget  # presentations = evaluations here (repeats 1)
-    return make_optimizer(method, dim, seed=seed, noisy=noisy, **params)
-
-
 def run_lockstep(problem, specs: list[RunSpec], log=print, log_every: float = 60.0) -> list[dict]:
     """Advance every run one generation at a time; score all runs' series together."""
     from xdream_ts.adapters.simulated import with_noise
+    from xdream_ts.optimizers import make_optimizer
     dim = problem.decoder.latent_dim
     runs = []
     for k, s in enumerate(specs):
         noise = None if s.noise == "none" else with_noise(_Null(), s.noise, seed=10_000 + 97 * s.seed + s.unit)
-        runs.append(_Run(s, _make_optimizer(s.method, dim, s.seed, noise is not None, s.budget), noise))
+        # presentations = evaluations here (repeats 1): the budget an optimizer plans its run over
+        opt = make_optimizer(s.method, dim, seed=s.seed, noisy=noise is not None, evaluations=s.budget)
+        runs.append(_Run(s, opt, noise))
     t0 = last = time.perf_counter()
     total = sum(s.budget for s in specs)
     while True:

@@ -313,11 +313,8 @@ def default_layer(model_path) -> str:
 
 
 def _is_reference_model(path) -> bool:
-    try:
-        from .reference import reference_model_path
-        return Path(path).resolve() == Path(reference_model_path()).resolve()
-    except Exception:  # the assets may be absent: then it cannot be the shipped model
-        return False
+    from .reference import is_reference_model
+    return is_reference_model(path)
 
 
 def plausibility_summary(run, model=None, layer: str | None = None, reference_series=None, top: int = 1,

@@ -162,7 +162,7 @@ def build_target(opts: dict):
             # gradients: the shipped model's torch twin (same weights, same tensor names), or any ONNX model
             # through onnx2torch when that optional package is installed (else one line saying so)
             from .adapters.torch import TorchScorer
-            if _shipped_model() and Path(model).resolve() == Path(_shipped_model()).resolve():
+            if _is_shipped(model):
                 scorer = TorchScorer.from_reference(targets, objective=opts["objective"],
                                                     threads=int(opts["threads"]))
             else:
@@ -190,8 +190,7 @@ def _shipped_model() -> str | None:
 
 def _shipped_reference_max(model, target) -> float | None:
     """The unit's maximum over all of FordA, when the model is the shipped one and the position has one."""
-    shipped = _shipped_model()
-    if shipped is None or Path(model).resolve() != Path(shipped).resolve():
+    if not _is_shipped(model):
         return None
     from .reference import ONNX_TENSORS, reference_activations
     layer = target.layer or "logits"
@@ -277,9 +276,14 @@ def start_codes(opts: dict, scorer, decoder):
 
 
 def _is_shipped_target(opts: dict) -> bool:
-    shipped = _shipped_model()
-    return bool(shipped) and not opts.get("endpoint") and (
-        not opts["model"] or Path(opts["model"]).resolve() == Path(shipped).resolve())
+    if opts.get("endpoint"):
+        return False
+    return _is_shipped(opts["model"]) if opts["model"] else _shipped_model() is not None
+
+
+def _is_shipped(model) -> bool:
+    from .reference import is_reference_model
+    return is_reference_model(model)
 
 
 def _default_decoder_spec() -> str:

@@ -104,10 +104,10 @@ class Run:
         ref = self.reference_max
         if not ref:
             return None
-        rec = (self.attrs or {}).get("incumbent")
         if self.clean_scores is not None:
             value = self.clean_objective[self.reported_index]
         else:
+            rec = (self.attrs or {}).get("incumbent")
             value = rec["mean_score"] if rec else self.best_score
         return float(value / ref)
 
@@ -122,11 +122,6 @@ class Run:
         if self.clean_scores is not None:
             out["clean_score"] = float(self.clean_objective[rec["generation"], rec["member"]])
         return out
-
-    @property
-    def incumbent_series(self) -> np.ndarray | None:
-        rec = self.incumbent
-        return None if rec is None else self.series[rec["generation"], rec["member"]]
 
     def summary(self) -> dict:
         """The JSON-able summary that `xdream-ts show --json` prints."""

@@ -151,6 +151,14 @@ def reference_model_path() -> Path:
     return _asset(ONNX_FILE)
 
 
+def is_reference_model(path) -> bool:
+    """Whether ``path`` is the shipped reference model (False when the package lacks it)."""
+    try:
+        return Path(path).resolve() == reference_model_path().resolve()
+    except Exception:  # the assets may be absent: then it cannot be the shipped model
+        return False
+
+
 def reference_state_dict_path() -> Path:
     return _asset(STATE_DICT_FILE)
 
@@ -290,7 +298,7 @@ def load_reference_torch():
 
 __all__ = [
     "ONNX_TENSORS", "TARGET_TENSORS", "reference_units", "ReferenceUnit", "INPUT_NAME", "OUTPUT_NAME",
-    "CENTER", "SERIES_LENGTH", "CLASS_LABELS", "reference_model_path", "reference_state_dict_path",
+    "CENTER", "SERIES_LENGTH", "CLASS_LABELS", "reference_model_path", "is_reference_model", "reference_state_dict_path",
     "load_reference_torch", "build_resnet", "reference_activations", "reference_max", "sample_series",
     "best_real_series",
     "reference_provenance", "select_reference_units", "TORCH_MODULE_OF_TENSOR",
