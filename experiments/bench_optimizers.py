@@ -32,6 +32,11 @@ convolutions of kernels 8, 5, 3 per block), so for those units the model is run 
 around the centre (a copy of the ONNX graph with a symbolic time axis); the script checks on random
 series that this gives the same activations as the full model before it starts (max |diff| printed).
 
+Re-running after a change to one optimizer: ``--methods default --reuse OLD.json`` runs only that
+method and takes every other method's runs, and the gradient references, from the JSON of an earlier run
+of the same protocol (same units, seeds, budget, noises: checked); best-ever is recomputed over the union
+and the report says what was reused and from when.
+
 Results go to experiments/results/optimizers[_MODE].md (+ a PNG of the curves); ``--out`` overrides.
     nice -n 10 python experiments/bench_optimizers.py --mode quick
 """
@@ -375,7 +380,7 @@ def _fmt(x, digits=2):
 
 
 def write_report(path: Path, args, mode: dict, problem, results, best_ever, unconstrained, grad_latent, seconds,
-                 window_err, command: str) -> None:
+                 window_err, command: str, reuse_note: str | None = None) -> None:
     units = problem.units
     table = summarise(results, best_ever, unconstrained, units)
     noises = list(dict.fromkeys(r["noise"] for r in results))
@@ -396,6 +401,7 @@ def write_report(path: Path, args, mode: dict, problem, results, best_ever, unco
         "population: each method's own default ("
         + ", ".join(f"{m} {p}" for m, p in dict((r['method'], r['population']) for r in results).items()) + ")",
         f"- wall time {seconds / 60:.1f} min; windowed scoring max |diff| vs full model: {window_err:.2g}",
+    ] + ([f"- {reuse_note}"] if reuse_note else []) + [
         "",
         "Score = clean activation of the series a run reports as its best (the incumbent by mean response "
         "for `default`, else the best observed response), divided by the best activation any method reached "
@@ -535,6 +541,32 @@ def _torch_decoder(decoder):
     return None
 
 
+def load_reuse(path: Path, problem, mode: dict, noises: list, methods: list):
+    """Runs of other methods and the gradient references from an earlier JSON of the same protocol."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--reuse {path}: cannot read it ({exc}); give a file written by --json") from None
+    names = [u.name for u in problem.units]
+    # JSONs written before the unit names were stored hold the same protocol's runs by unit index only
+    if old.get("units", names) != names:
+        raise SystemExit(f"--reuse {path}: its units {old['units']} differ from this run's {names}")
+    runs = [r for r in old["results"] if r["method"] not in methods]
+    if not runs:
+        raise SystemExit(f"--reuse {path}: it holds no runs of methods other than {methods}")
+    for r in runs:
+        if (r["noise"] not in noises or r["unit"] >= len(names)
+                or (r["seed"] < 100 and (r["budget"] != mode["budget"] or r["seed"] >= mode["seeds"]))):
+            raise SystemExit(f"--reuse {path}: its run {r['method']} unit {r['unit']} seed {r['seed']} noise "
+                             f"{r['noise']} budget {r['budget']} is not of this protocol")
+    grad = {int(k): v for k, v in old.get("gradient_latent", {}).items()}
+    unc = {int(k): v for k, v in old.get("unconstrained", {}).items()}
+    reused = sorted({r["method"] for r in runs})
+    note = (f"reused from `{path.name}` ({old.get('date', 'an earlier run')}): the runs of "
+            f"{', '.join(reused)}" + (" and the gradient references" if grad else ""))
+    return runs, grad, unc, note
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=list(MODES), default="quick")
@@ -549,6 +581,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-gradient", action="store_true", help="skip the gradient-ascent references")
     p.add_argument("--out", help="report path (default experiments/results/optimizers[_MODE].md)")
     p.add_argument("--json", help="also write every run's result here")
+    p.add_argument("--reuse", help="an earlier --json of the same protocol: take the runs of methods not in "
+                                   "--methods, and the gradient references, from it")
     args = p.parse_args(argv)
     mode = dict(MODES[args.mode])
     if args.budget:
@@ -570,12 +604,18 @@ def main(argv=None) -> int:
         specs += [RunSpec(m, u, 100 + s, "none", mode["budget"] * mode["long_factor"]) for m in ("cmaes", "default")
                   for u in range(len(problem.units)) for s in range(1)]
     print(f"{len(specs)} runs, {sum(s.budget for s in specs)} presentations")
+    reused, reuse_note = [], None
+    grad_latent, unconstrained = {}, {}
+    if args.reuse:
+        reused, grad_latent, unconstrained, reuse_note = load_reuse(Path(args.reuse), problem, mode, noises, methods)
     results = run_lockstep(problem, specs)
+    results += reused
+    # the report lists methods in the order runs appear: keep METHODS' order whatever was reused
+    results.sort(key=lambda r: METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS))
     long_runs = [r for r in results if r["seed"] >= 100]
     results = [r for r in results if r["seed"] < 100]
 
-    grad_latent, unconstrained = {}, {}
-    if not args.no_gradient:
+    if not args.no_gradient and not grad_latent:
         for i in range(len(problem.units)):
             grad_latent[i] = problem.gradient_ascent(i, "latent", mode["grad_steps"], mode["grad_restarts"])
             unconstrained[i] = problem.gradient_ascent(i, "raw", mode["grad_steps"], mode["grad_restarts"])
@@ -589,13 +629,16 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else REPO / "experiments" / "results" / (
         "optimizers.md" if args.mode == "medium" else f"optimizers_{args.mode}.md")
-    write_report(out, args, mode, problem, results, best_ever, unconstrained, grad_latent, seconds, window_err, command)
+    write_report(out, args, mode, problem, results, best_ever, unconstrained, grad_latent, seconds, window_err, command,
+                 reuse_note)
     try:
         plot_curves(out.with_suffix(".png"), results, best_ever, noises, methods)
     except Exception as exc:
         print(f"no plot: {exc}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "best_ever": best_ever,
+        Path(args.json).write_text(json.dumps({"units": [u.name for u in problem.units], "mode": mode,
+                                               "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                                               "results": results + long_runs, "best_ever": best_ever,
                                                "unconstrained": unconstrained, "gradient_latent": grad_latent}))
     print(out.read_text())
     return 0
