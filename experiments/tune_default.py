@@ -137,7 +137,7 @@ def main(argv=None) -> int:
              for u in range(len(problem.units)) for s in range(a.seeds)]
     t0 = time.perf_counter()
     results = bench.run_lockstep(problem, specs, log=lambda *_: None)
-    print(f"| noise | configuration | score | +- | max | " + " | ".join(DEPTHS) + " |")
+    print("| noise | configuration | score | +- | max | " + " | ".join(DEPTHS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(DEPTHS))
     for nz in a.noises.split(","):
         for c in a.configs:

@@ -526,7 +526,7 @@ def plot_gallery(inv: InverseSet, path, k: int = 12, seed: int = 0) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n, m = len(inv), inv.activations.shape[1]
+    n = len(inv)
     idx = select_diverse(inv.features, min(k, n), seed=seed)
     cols = 4
     rows = max(1, math.ceil(len(idx) / cols))
@@ -1207,8 +1207,8 @@ def _cli_target(args):
 def _reference_max(model_path, target) -> float | None:
     """The unit's largest activation over all FordA series, when the model is the shipped one."""
     try:
-        from .reference import ONNX_TENSORS, OUTPUT_NAME, reference_activations, reference_model_path
-        if Path(model_path).resolve() != Path(reference_model_path()).resolve():
+        from .reference import ONNX_TENSORS, OUTPUT_NAME, is_reference_model, reference_activations
+        if not is_reference_model(model_path):
             return None
         layer = target.layer or OUTPUT_NAME
         position = "none" if len(ONNX_TENSORS.get(layer, ((),))[0]) == 2 else target.position
@@ -1289,12 +1289,8 @@ def _torch_twin(clean, need: bool):
         return None
     try:
         from .adapters.torch import TorchScorer
-        from .reference import reference_model_path
-        try:
-            same = Path(clean.model_path).resolve() == Path(reference_model_path()).resolve()
-        except UserError:  # no shipped reference model in this installation
-            same = False
-        if same:
+        from .reference import is_reference_model
+        if is_reference_model(clean.model_path):
             return TorchScorer.from_reference(clean.targets)
         if need:
             return TorchScorer.from_onnx(clean.model_path, clean.targets, length=clean.length)

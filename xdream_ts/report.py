@@ -193,13 +193,13 @@ def _depth_from_config(cfg: dict) -> str:
 
 
 def _is_shipped(model_path, sha256) -> bool:
+    from .reference import is_reference_model, reference_model_path
+    if model_path and is_reference_model(model_path):
+        return True
     try:
-        from .reference import reference_model_path
         shipped = reference_model_path()
     except Exception:  # no shipped model in this installation
         return False
-    if model_path and Path(model_path).resolve() == shipped.resolve():
-        return True
     if sha256:
         import hashlib
         return hashlib.sha256(shipped.read_bytes()).hexdigest() == sha256
