@@ -224,3 +224,16 @@ def test_returned_run_equals_the_run_read_back_from_disk(tmp_path, budget):
         a, b = getattr(got, name), getattr(disk, name)
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_optimizer_params_reach_an_optimizer_given_by_name(tmp_path):
+    dec, scorer, _ = _setup()
+    r = xdream_ts.run(dec, scorer, "default", budget=48, seed=0, store=tmp_path / "p.zarr", progress=False,
+                      optimizer_params={"population_size": 8, "explore": 0.0})
+    g = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    described = g.attrs["config"]["optimizer"]
+    assert described["population_size"] == 8 and described["noisy"] is True  # the loop still says noisy
+    assert described["budget"] == 48 and r.generations == 6
+    with pytest.raises(UserError, match="optimizer given by name"):
+        xdream_ts.run(dec, scorer, make_optimizer("default", 8, seed=0), budget=16, progress=False,
+                      optimizer_params={"population_size": 8})

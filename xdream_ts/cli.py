@@ -227,12 +227,7 @@ def cmd_run(args) -> int:
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
                             "genetic, cmaes, fdgd, nes or ng:NAME")
         params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
-    if params:
-        from .optimizers import make_optimizer
-        optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=opts["seed"],
-                                   noisy=bool(getattr(scorer, "noisy", False)),
-                                   evaluations=opts["budget"] // opts["repeats"], **params)
-    result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, budget=opts["budget"],
+    result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, optimizer_params=params, budget=opts["budget"],
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
                  progress=opts["progress"], reference_max=reference,
                  config={"cli": {k: v for k, v in opts.items() if k != "progress"}})

@@ -221,12 +221,14 @@ def _check_scores(scores: np.ndarray, n: int, what: str) -> np.ndarray:
 def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | None = 0, store=None,
         resume: bool = False, progress: bool = True, chunk_size: int | None = None,
         reference_max: float | None = None, config: dict | None = None, callback=None,
-        write_behind: bool = True) -> Run:
+        write_behind: bool = True, optimizer_params: dict | None = None) -> Run:
     """Search for the series that maximise ``scorer`` through ``decoder``, proposing codes with ``optimizer``.
 
     decoder   a Decoder (codes (n, d) -> series) or a name such as "basis" / "identity" / "default"
     scorer    a Scorer (series -> (n,) or (n, k) scores; NaN = missing response)
     optimizer an Optimizer (ask/tell) or a name ("genetic", "cmaes", "ng:NGOpt", ...), seeded with ``seed``
+    optimizer_params  keyword arguments for an optimizer given by name (e.g. {"population_size": 80},
+              {"init": codes}); it is also told whether the scorer is noisy and the evaluations it gets
     budget    presentations: every repeat of every series counts, as in the papers
     repeats   presentations of each series per generation; the optimizer is told their mean
     store     path of a zarr run store (None: in memory); ``resume=True`` continues an interrupted run
@@ -248,7 +250,9 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
                                channels=getattr(scorer, "channels", None))
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=bool(getattr(scorer, "noisy", False)),
-                                   evaluations=budget // repeats)
+                                   evaluations=budget // repeats, **(optimizer_params or {}))
+    elif optimizer_params:
+        raise UserError("optimizer_params apply to an optimizer given by name; pass them to your optimizer instead")
     if getattr(optimizer, "needs_gradients", False):
         # gradient-based optimizers (dream) get the differentiable decoder+scorer, or refuse in one line
         optimizer.bind(decoder, scorer)
