@@ -559,6 +559,11 @@ def load_reuse(path: Path, problem, mode: dict, noises: list, methods: list):
                 or (r["seed"] < 100 and (r["budget"] != mode["budget"] or r["seed"] >= mode["seeds"]))):
             raise SystemExit(f"--reuse {path}: its run {r['method']} unit {r['unit']} seed {r['seed']} noise "
                              f"{r['noise']} budget {r['budget']} is not of this protocol")
+    for m in {r["method"] for r in runs}:  # a method with runs missing would skew its means
+        have = {(r["noise"], r["unit"], r["seed"]) for r in runs if r["method"] == m and r["seed"] < 100}
+        if len(have) != len(noises) * len(names) * mode["seeds"]:
+            raise SystemExit(f"--reuse {path}: it holds {len(have)} of the {len(noises) * len(names) * mode['seeds']} "
+                             f"runs of {m} this protocol needs; re-run {m} too (add it to --methods)")
     grad = {int(k): v for k, v in old.get("gradient_latent", {}).items()}
     unc = {int(k): v for k, v in old.get("unconstrained", {}).items()}
     reused = sorted({r["method"] for r in runs})
