@@ -303,3 +303,38 @@ def test_onnx_target_errors_name_the_tensor(tmp_path):
                  tmp_path / "b", executor="serial", progress=False)
     with pytest.raises(UserError, match="not found"):
         sw.sweep(str(tmp_path / "missing.toml"), tmp_path / "c", progress=False)
+
+
+def test_resume_refuses_a_model_file_that_changed_and_keeps_the_run(tmp_path):
+    from xdream_ts.adapters.onnx import OnnxScorer, Target
+    from xdream_ts.decoders.basis import BasisDecoder
+    model, store = tiny_onnx_model(tmp_path / "m.onnx", seed=0), tmp_path / "r.zarr"
+
+    def go(budget, resume):
+        return xdream_ts.run(BasisDecoder(L, n_basis=8), OnnxScorer(model, Target("block1/out", 1)), "genetic",
+                             budget=budget, seed=0, store=store, resume=resume, progress=False)
+
+    first = go(40, False)
+    tiny_onnx_model(model, seed=1)  # retrained weights, same path
+    with pytest.raises(UserError, match="model file changed"):
+        go(80, True)
+    kept = xdream_ts.load_run(store)  # nothing recorded was lost or touched
+    assert kept.presentations == first.presentations == 40
+    np.testing.assert_array_equal(kept.scores, first.scores)
+    tiny_onnx_model(model, seed=0)  # the original weights back: resume works
+    assert go(80, True).presentations == 80
+
+
+def test_a_sweep_rerun_after_the_model_changed_refuses_instead_of_reusing_old_results(tmp_path):
+    model = tiny_onnx_model(tmp_path / "m.onnx", seed=0)
+    cfg = {"name": "swap", "budget": 40, "seeds": [0], "decoders": ["basis:8"], "optimizers": ["genetic"],
+           "targets": [{"kind": "onnx", "model": str(model), "layer": "block1/out", "units": [1]}]}
+    first = sw.sweep(cfg, tmp_path / "out", executor="serial", progress=False)
+    stores = sorted((tmp_path / "out").rglob("zarr.json"))
+    before = [p.read_bytes() for p in stores]
+    assert sw.sweep(cfg, tmp_path / "out", executor="serial", progress=False).index["tasks"].keys() == \
+        first.index["tasks"].keys()  # same model: the finished task is simply kept
+    tiny_onnx_model(model, seed=1)  # retrained weights under the same path
+    with pytest.raises(UserError, match="another version of"):
+        sw.sweep(cfg, tmp_path / "out", executor="serial", progress=False)
+    assert [p.read_bytes() for p in stores] == before  # the finished runs are untouched

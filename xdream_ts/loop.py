@@ -218,6 +218,21 @@ def _check_scores(scores: np.ndarray, n: int, what: str) -> np.ndarray:
     return scores
 
 
+def _model_digests(described) -> set[str]:
+    """Every model file digest (``sha256``) in a scorer's description, nested wrappers included."""
+    found = set()
+    if isinstance(described, dict):
+        for k, v in described.items():
+            if k == "sha256" and isinstance(v, str):
+                found.add(v)
+            else:
+                found |= _model_digests(v)
+    elif isinstance(described, list):
+        for v in described:
+            found |= _model_digests(v)
+    return found
+
+
 def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | None = 0, store=None,
         resume: bool = False, progress: bool = True, chunk_size: int | None = None,
         reference_max: float | None = None, config: dict | None = None, callback=None,
@@ -270,13 +285,19 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
     st = None
     if store is not None and resume and Path(store).exists():
         st = RunStore.open(store, mode="r+")
-        st.ensure_capacity(_generations_for(budget, st.attrs["population_size"], repeats))
-        g0 = st.generations_completed
         old = st.attrs.get("config", {})
         for key in ("decoder", "optimizer"):
             if old.get(key, {}).get("name") != cfg[key].get("name"):
                 raise UserError(f"cannot resume {store}: it was run with {key} {old.get(key, {}).get('name')!r}, "
                                 f"not {cfg[key].get('name')!r}; resume with the same settings")
+        # the same model path with other weights (retrained, re-exported) would splice two targets into one run
+        was, now = _model_digests(old.get("scorer")), _model_digests(cfg["scorer"])
+        if was and now and was != now:
+            raise UserError(f"cannot resume {store}: the model file changed since the run started (sha256 "
+                            f"{', '.join(sorted(d[:12] for d in was))}, now {', '.join(sorted(d[:12] for d in now))}); "
+                            "start a new run with another --out")
+        st.ensure_capacity(_generations_for(budget, st.attrs["population_size"], repeats))
+        g0 = st.generations_completed
         if g0 > 0:
             state = st.state(g0 - 1)
             optimizer.load_state_dict(state["optimizer"])

@@ -673,6 +673,16 @@ def store_status(path: Path, budget: int) -> str:
     return "partial"
 
 
+def _stored_model_digests(path: Path) -> set[str]:
+    """The model digests a run store's scorer description recorded (from its zarr.json alone)."""
+    from .loop import _model_digests
+    try:
+        attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, json.JSONDecodeError):
+        return set()
+    return _model_digests(attrs.get("config", {}).get("scorer"))
+
+
 def _repair_commit_marker(path: Path) -> None:
     """Make ``presentations`` agree with the committed generations before a resume.
 
@@ -789,13 +799,25 @@ def sweep(config, out_dir, executor=None, scheduler: str | None = None, workers:
     _atomic_write_json(out / CONFIG_FILE, cfg)
     index = _Index(out, cfg, tasks)
 
-    todo = []
+    todo, digests, stale = [], {}, []
     for t in tasks:
         e = index.data["tasks"][t["id"]]
         if e["status"] == "done" and store_status(out / e["store"], t["budget"]) == "done":
+            if t["target"]["kind"] in ("onnx", "reference"):
+                # a finished task on other weights under the same path is not this sweep's result
+                path = _model_path(t["target"])
+                if path not in digests:
+                    digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                was = _stored_model_digests(out / e["store"])
+                if was and digests[path] not in was:
+                    stale.append(path)
+                    continue
             e["skipped"] = True
             continue
         todo.append(t)  # a complete store without an index entry is summarised by a (cheap) task
+    if stale:
+        raise UserError(f"sweep {out}: {len(stale)} finished task(s) ran on another version of {stale[0]} (the "
+                        "file changed since); run the sweep into a new --out to search this version")
     index.write()
     if executor is None:
         executor = "dask" if scheduler else "processes"
