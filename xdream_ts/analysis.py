@@ -312,11 +312,6 @@ def default_layer(model_path) -> str:
     raise UserError(f"{Path(model_path).name} has no hidden layer to measure plausibility in; pass --layer")
 
 
-def _is_reference_model(path) -> bool:
-    from .reference import is_reference_model
-    return is_reference_model(path)
-
-
 def plausibility_summary(run, model=None, layer: str | None = None, reference_series=None, top: int = 1,
                          method: str = "auto", threads: int = 1) -> dict:
     """Mahalanobis distance and percentile of the best series of ``run`` (a Run or a run store path).
@@ -336,7 +331,8 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
                             "(an .onnx file) to measure plausibility in")
     if isinstance(model, (str, os.PathLike)) and not Path(model).is_file():
         raise UserError(f"model {model} not found: pass the .onnx file the run probed")
-    shipped = isinstance(model, (str, os.PathLike)) and _is_reference_model(model)
+    from .reference import is_reference_model
+    shipped = isinstance(model, (str, os.PathLike)) and is_reference_model(model)
     if layer is None:
         layer = "gap" if shipped else default_layer(model)
     source = "given"

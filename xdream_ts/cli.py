@@ -162,7 +162,8 @@ def build_target(opts: dict):
             # gradients: the shipped model's torch twin (same weights, same tensor names), or any ONNX model
             # through onnx2torch when that optional package is installed (else one line saying so)
             from .adapters.torch import TorchScorer
-            if _is_shipped(model):
+            from .reference import is_reference_model
+            if is_reference_model(model):
                 scorer = TorchScorer.from_reference(targets, objective=opts["objective"],
                                                     threads=int(opts["threads"]))
             else:
@@ -190,9 +191,9 @@ def _shipped_model() -> str | None:
 
 def _shipped_reference_max(model, target) -> float | None:
     """The unit's maximum over all of FordA, when the model is the shipped one and the position has one."""
-    if not _is_shipped(model):
+    from .reference import ONNX_TENSORS, is_reference_model, reference_activations
+    if not is_reference_model(model):
         return None
-    from .reference import ONNX_TENSORS, reference_activations
     layer = target.layer or "logits"
     position = "none" if len(ONNX_TENSORS.get(layer, ((),))[0]) == 2 else target.position
     values = reference_activations().get(f"{layer}|{position}")
@@ -273,12 +274,8 @@ def start_codes(opts: dict, scorer, decoder):
 def _is_shipped_target(opts: dict) -> bool:
     if opts.get("endpoint"):
         return False
-    return _is_shipped(opts["model"]) if opts["model"] else _shipped_model() is not None
-
-
-def _is_shipped(model) -> bool:
     from .reference import is_reference_model
-    return is_reference_model(model)
+    return is_reference_model(opts["model"]) if opts["model"] else _shipped_model() is not None
 
 
 def _default_decoder_spec() -> str:

@@ -658,12 +658,10 @@ def store_status(path: Path, budget: int) -> str:
     complete AND its presentations to have reached ``budget`` (less than one series' repeats short): the
     attributes are not written in one piece by every zarr version, so ``complete`` alone could be stale.
     """
-    meta = Path(path) / "zarr.json"
     if not Path(path).exists():
         return "absent"
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, json.JSONDecodeError):
+    attrs = _store_attrs(path)
+    if attrs is None:
         return "broken"
     if "generations_completed" not in attrs or "presentations" not in attrs:
         return "broken"
@@ -673,14 +671,12 @@ def store_status(path: Path, budget: int) -> str:
     return "partial"
 
 
-def _stored_model_digests(path: Path) -> set[str]:
-    """The model digests a run store's scorer description recorded (from its zarr.json alone)."""
-    from .loop import _model_digests
+def _store_attrs(path: Path) -> dict | None:
+    """A run store's attributes, from its zarr.json alone; None when unreadable."""
     try:
-        attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
     except (OSError, json.JSONDecodeError):
-        return set()
-    return _model_digests(attrs.get("config", {}).get("scorer"))
+        return None
 
 
 def _repair_commit_marker(path: Path) -> None:
@@ -799,6 +795,7 @@ def sweep(config, out_dir, executor=None, scheduler: str | None = None, workers:
     _atomic_write_json(out / CONFIG_FILE, cfg)
     index = _Index(out, cfg, tasks)
 
+    from .loop import _model_digests
     todo, digests, stale = [], {}, []
     for t in tasks:
         e = index.data["tasks"][t["id"]]
@@ -808,7 +805,7 @@ def sweep(config, out_dir, executor=None, scheduler: str | None = None, workers:
                 path = _model_path(t["target"])
                 if path not in digests:
                     digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-                was = _stored_model_digests(out / e["store"])
+                was = _model_digests((_store_attrs(out / e["store"]) or {}).get("config", {}).get("scorer"))
                 if was and digests[path] not in was:
                     stale.append(path)
                     continue
