@@ -34,8 +34,9 @@ import numpy as np
 
 from xdream_ts.errors import UserError
 
+from xdream_ts.objective import Objective
 # one Target type for both scorers, so a target written for ONNX works here unchanged
-from xdream_ts.adapters.onnx import Target, parse_position, parse_target
+from xdream_ts.targets import Target, as_targets, parse_position, parse_target
 
 __all__ = ["TorchScorer", "Target", "parse_target", "parse_position", "layer_names_from_onnx"]
 
@@ -44,31 +45,6 @@ _LAYOUTS = ("NCL", "NLC", "NL")
 
 class _Stop(Exception):
     """Raised from the last needed hook to end the forward pass early (never escapes this module)."""
-
-
-def _as_targets(targets: Any) -> list[Target]:
-    if isinstance(targets, (Target, str)):
-        targets = [targets]
-    out = []
-    for t in targets:
-        out.append(parse_target(t) if isinstance(t, str) else t)
-        if not isinstance(out[-1], Target):
-            raise UserError(f"targets must be Target objects or 'LAYER:UNIT@POSITION' strings, got {t!r}")
-    if not out:
-        raise UserError("no target given: name at least one layer and unit (LAYER:UNIT@POSITION)")
-    return out
-
-
-def _objective_np(kind: str, fn, s: np.ndarray) -> np.ndarray:
-    if fn is not None:
-        out = np.asarray(fn(s), dtype=np.float64)
-        if out.shape != (s.shape[0],):
-            raise UserError(f"the objective function returned shape {out.shape}, expected ({s.shape[0]},): "
-                            "it must map (n, k) scores to one value per series")
-        return out
-    if kind == "contrast":
-        return s[:, 0] - s[:, 1:].mean(axis=1)
-    return s.sum(axis=1)
 
 
 class TorchScorer:
@@ -107,15 +83,9 @@ class TorchScorer:
         if not isinstance(module, torch.nn.Module):
             raise UserError(f"TorchScorer needs a torch.nn.Module, got {type(module).__name__}; "
                             "for an ONNX file use OnnxScorer (or TorchScorer.from_onnx with onnx2torch)")
-        self.targets = _as_targets(targets)
-        if callable(objective):
-            self._objective_fn, self.objective_name = objective, getattr(objective, "__name__", type(objective).__name__)
-        elif objective in ("sum", "contrast"):
-            self._objective_fn, self.objective_name = None, str(objective)
-            if objective == "contrast" and len(self.targets) < 2:
-                raise UserError("objective 'contrast' needs at least two targets (the first minus the mean of the others)")
-        else:
-            raise UserError(f"unknown objective {objective!r}: use sum, contrast or a function (n, k) -> (n,)")
+        self.targets = as_targets(targets)
+        self.objective_fn = Objective(objective, n_targets=len(self.targets))
+        self.objective_name = self.objective_fn.name
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         layout = str(layout).upper()
@@ -158,7 +128,7 @@ class TorchScorer:
         from xdream_ts import reference as ref
 
         model = ref.load_reference_torch()
-        targets = [Target("logits", t.unit, t.position) if t.layer is None else t for t in _as_targets(targets)]
+        targets = [Target("logits", t.unit, t.position) if t.layer is None else t for t in as_targets(targets)]
         return cls(model, targets, objective=objective, device=device, batch_size=batch_size,
                    length=ref.SERIES_LENGTH, channels=1, layout="NCL",
                    layer_names=dict(ref.TORCH_MODULE_OF_TENSOR), name="reference", threads=threads,
@@ -177,7 +147,7 @@ class TorchScorer:
                             "it needs a torchvision matching your torch); or use a gradient-free optimizer") from None
         import onnx
 
-        from xdream_ts.adapters.onnx import _load
+        from xdream_ts.adapters.onnx import load_model as _load
 
         model, sha, path = _load(model_path)
         graph_module = convert(model)
@@ -364,24 +334,15 @@ class TorchScorer:
     # ---- objective and description ---------------------------------------------------------------
     def objective(self, scores: np.ndarray) -> np.ndarray:
         """(n,) or (n, k) scores -> (n,) value to maximise (numpy)."""
-        s = np.asarray(scores, dtype=np.float64)
-        if s.ndim == 1:
-            s = s[:, None]
-        return _objective_np(self.objective_name, self._objective_fn, s)
+        return self.objective_fn(scores)
 
     def torch_objective(self, scores):
         """(n, k) tensor -> (n,) tensor, differentiable: the same objective as ``objective``."""
-        if scores.dim() == 1:
-            scores = scores[:, None]
-        if self._objective_fn is not None:
-            out = self._objective_fn(scores)
-            if not hasattr(out, "backward") or tuple(out.shape) != (scores.shape[0],):
-                raise UserError(f"the objective function {self.objective_name} must also work on torch tensors "
-                                f"and return (n,) for gradient methods; write it with operations numpy and torch share")
-            return out
-        if self.objective_name == "contrast":
-            return scores[:, 0] - scores[:, 1:].mean(dim=1)
-        return scores.sum(dim=1)
+        out = self.objective_fn(scores)
+        if not hasattr(out, "backward"):
+            raise UserError(f"the objective function {self.objective_name} must also work on torch tensors "
+                            f"and return (n,) for gradient methods; write it with operations numpy and torch share")
+        return out
 
     def describe(self) -> dict:
         """JSON-able configuration, for the run store."""
@@ -410,7 +371,7 @@ def layer_names_from_onnx(model_path) -> dict:
     (the TorchScript exporter names nodes after their module scope, ``/block2/conv1/Conv``): the output
     of the last node of each scope is that submodule's output. Lets a TorchScorer of the source module
     take the same targets as the OnnxScorer of its export."""
-    from xdream_ts.adapters.onnx import _load
+    from xdream_ts.adapters.onnx import load_model as _load
 
     model, _, _ = _load(model_path)
     last: dict[str, str] = {}

@@ -39,8 +39,8 @@ GA_VARIED = {"population_size": [10, 40], "mutation_rate": [0.25, 0.75], "mutati
 
 
 def decoder_spec() -> str:
-    from xdream_ts.cli import _default_decoder_spec
-    spec = _default_decoder_spec()
+    from xdream_ts.decoders import default_decoder_spec
+    spec = default_decoder_spec()
     return "basis:32" if spec == "basis" else spec
 
 

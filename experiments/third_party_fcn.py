@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     import xdream_ts
     from xdream_ts.adapters.onnx import OnnxScorer, Target, inspect_model
-    from xdream_ts.cli import _default_decoder_spec
+    from xdream_ts.decoders import default_decoder_spec
     from xdream_ts.data import load_ucr
     from xdream_ts.decoders import make_decoder
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     logits = OnnxScorer(path, [Target(None, 0), Target(None, 1)])(data.X_test)
     acc = float(((logits[:, 1] > logits[:, 0]) == (data.y_test > 0)).mean())
 
-    spec = _default_decoder_spec()
+    spec = default_decoder_spec()
     decoder = make_decoder(spec, length=500)
     rows = []
     for k, target in enumerate(targets):

@@ -86,18 +86,8 @@ def _add_run(sub):
 
 
 def _load_toml(path: str) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {path} not found: check the path")
-    try:
-        data = tomllib.loads(p.read_text())
-    except Exception as exc:
-        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
-    data = data.get("run", data)
+    from .targets import load_toml
+    data = load_toml(path, table="run")
     unknown = sorted(set(data) - set(RUN_DEFAULTS))
     if unknown:
         raise UserError(f"config file {path}: unknown keys {', '.join(unknown)}; valid keys: {', '.join(RUN_DEFAULTS)}")
@@ -132,92 +122,29 @@ def _parse_param(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-def build_target(opts: dict):
-    """The scorer (noise applied) and, when known, the reference maximum of the target unit.
-
-    Without --model the target is the shipped reference model (its first output, the logits, unless
-    --layer says otherwise) when the package carries it, else a simulated neuron.
-    """
-    from .adapters.simulated import SimulatedNeuron, with_noise
-    reference = opts.get("reference")
-    if opts.get("endpoint"):
-        if opts["model"]:
-            raise UserError("--endpoint and --model both name a target: keep one")
-        from .adapters.remote import RemoteScorer
-        timeout = float(opts["timeout"])
-        scorer = RemoteScorer(opts["endpoint"], model=opts["remote_model"], output=opts["output"],
-                              unit=int(opts["unit"]), token_env=opts["token_env"], max_batch=int(opts["max_batch"]),
-                              timeout=(min(timeout, 10.0), timeout), length=opts["length"])
-        scorer.check()  # unreachable, or no such model: one line now, not after the first generation
-        return with_noise(scorer, opts["noise"], seed=opts["seed"]), reference
-    model = opts["model"] or _shipped_model()
-    if model:
-        from .adapters.onnx import OnnxScorer, Target, parse_position, parse_target
-        if opts["target"]:
-            specs = [opts["target"]] if isinstance(opts["target"], str) else list(opts["target"])
-            targets = [parse_target(t) for t in specs]
-        else:
-            targets = [Target(opts["layer"], int(opts["unit"]), parse_position(str(opts["position"])))]
-        if opts["optimizer"] == "dream":
-            # gradients: the shipped model's torch twin (same weights, same tensor names), or any ONNX model
-            # through onnx2torch when that optional package is installed (else one line saying so)
-            from .adapters.torch import TorchScorer
-            from .reference import is_reference_model
-            if is_reference_model(model):
-                scorer = TorchScorer.from_reference(targets, objective=opts["objective"],
-                                                    threads=int(opts["threads"]))
-            else:
-                scorer = TorchScorer.from_onnx(model, targets, objective=opts["objective"], length=opts["length"],
-                                               threads=int(opts["threads"]))
-        else:
-            scorer = OnnxScorer(model, targets, objective=opts["objective"], threads=int(opts["threads"]),
-                                layout=opts["layout"], length=opts["length"], providers=opts["providers"],
-                                tensor_layout=opts["tensor_layout"])
-        if reference is None and len(targets) == 1:
-            reference = _shipped_reference_max(model, targets[0])
-    else:
-        scorer = SimulatedNeuron(length=opts["length"] or 500, seed=int(opts["neuron_seed"]))
-        reference = reference if reference is not None else scorer.max_response
-    return with_noise(scorer, opts["noise"], seed=opts["seed"]), reference
-
-
-def _shipped_model() -> str | None:
-    try:
-        from .reference import reference_model_path
-        return str(reference_model_path())
-    except UserError:  # a source checkout before experiments/train_reference.py has run
-        return None
-
-
-def _shipped_reference_max(model, target) -> float | None:
-    """The unit's maximum over all of FordA, when the model is the shipped one and the position has one."""
-    from .reference import ONNX_TENSORS, is_reference_model, reference_activations
-    if not is_reference_model(model):
-        return None
-    layer = target.layer or "logits"
-    position = "none" if len(ONNX_TENSORS.get(layer, ((),))[0]) == 2 else target.position
-    values = reference_activations().get(f"{layer}|{position}")
-    if values is None or not 0 <= target.unit < len(values):
-        return None
-    return float(values[target.unit])
-
-
 def cmd_run(args) -> int:
-    from .decoders import make_decoder
+    from .decoders import default_decoder_spec, make_decoder
     from .loop import run
+    from .protocols import Reporting, shape_of
+    from .targets import TargetSpec, build
 
     opts = resolve_run_options(args)
-    scorer, reference = build_target(opts)
-    length = getattr(scorer, "length", None) or opts["length"]
-    decoder_spec = opts["decoder"] or _default_decoder_spec()
-    decoder = make_decoder(decoder_spec, length=length, channels=getattr(scorer, "channels", None))
-    out = opts["out"] or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.zarr"
-    if Path(out).exists() and not opts["resume"]:
+    spec = TargetSpec.from_options(opts)
+    out = Path(opts["out"] or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.zarr")
+    if out.exists() and not opts["resume"]:
         raise UserError(f"{out} already exists: add --resume to continue it, or choose another --out")
-    if opts["resume"] and not Path(out).exists():
+    if opts["resume"] and not out.exists():
         raise UserError(f"--resume: no run store at {out}; check --out")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create its folder ({exc.strerror}); choose a writable place") from None
     optimizer, params = opts["optimizer"], dict(opts["optimizer_params"])
+    target = build(spec, differentiable=optimizer == "dream")
+    scorer = target.scorer
+    length, channels = shape_of(scorer)
+    decoder = make_decoder(opts["decoder"] or default_decoder_spec(), length=length or opts["length"],
+                           channels=channels)
     if optimizer == "dream":
         # a start where the unit is silent (ReLU) has no gradient to follow: draw it again. Off in the
         # library (the committed Sequence Dreaming results ran without it), on for someone at the shell.
@@ -227,18 +154,18 @@ def cmd_run(args) -> int:
         if "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
                             "genetic, cmaes, fdgd, nes or ng:NAME")
-        params["init"], opts["init_info"] = start_codes(opts, scorer, decoder)
+        params["init"], opts["init_info"] = start_codes(opts, spec, scorer, decoder)
     result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, optimizer_params=params, budget=opts["budget"],
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
-                 progress=opts["progress"], reference_max=reference,
-                 config={"cli": {k: v for k, v in opts.items() if k != "progress"}})
+                 progress=opts["progress"], reference_max=target.reference_max,
+                 config={"cli": {k: v for k, v in opts.items() if k != "progress"}, "target": spec.to_dict()})
     print(format_summary(result.summary()))
-    if hasattr(scorer, "report"):  # a remote endpoint: requests, retries, series lost and why
+    if isinstance(scorer, Reporting):  # a remote endpoint: requests, retries, series lost and why
         print(scorer.report())
     return 0
 
 
-def start_codes(opts: dict, scorer, decoder):
+def start_codes(opts: dict, spec, scorer, decoder):
     """Codes of the real series the target scores best / middle / worst (--init), and a note for the store.
 
     The real series are shown to the target once each to rank them; those presentations are not part of
@@ -252,7 +179,8 @@ def start_codes(opts: dict, scorer, decoder):
         from .analysis import load_reference_data
         X, source = load_reference_data(opts["init_data"]), str(opts["init_data"])
     else:
-        if not _is_shipped_target(opts):
+        from .targets import is_shipped
+        if not is_shipped(spec):
             raise UserError("--init needs real series of the target's data: pass --init-data (a UCR folder, name "
                             "or .tsv)")
         from .reference import sample_series
@@ -269,20 +197,6 @@ def start_codes(opts: dict, scorer, decoder):
     codes, idx = initial_codes(decoder, X, scores, n, opts["init"], seed=int(opts["seed"]), return_indices=True)
     return codes, {"which": opts["init"], "n": n, "source": source, "ranked": len(X),
                    "indices": [int(i) for i in idx]}
-
-
-def _is_shipped_target(opts: dict) -> bool:
-    if opts.get("endpoint"):
-        return False
-    from .reference import is_reference_model
-    return is_reference_model(opts["model"]) if opts["model"] else _shipped_model() is not None
-
-
-def _default_decoder_spec() -> str:
-    """The shipped learned decoder when the package carries it, else the smooth basis."""
-    from importlib import resources
-    shipped = resources.files("xdream_ts.assets").joinpath("default_decoder", "decoder.onnx")
-    return "default" if shipped.is_file() else "basis"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ class ModelAssets:
 
         model = self.ref.build_resnet()
         model.load_state_dict(torch.load(self._file(self.ref.STATE_DICT_FILE), map_location="cpu", weights_only=True))
-        from .adapters.onnx import Target, _as_targets
+        from .targets import Target, as_targets as _as_targets
         targets = [Target("logits", t.unit, t.position) if t.layer is None else t for t in _as_targets(targets)]
         return TorchScorer(model.eval(), targets, objective=objective, length=self.ref.SERIES_LENGTH, channels=1,
                            layer_names=dict(self.ref.TORCH_MODULE_OF_TENSOR), name="reference", threads=threads,
@@ -251,8 +251,8 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
         log(f"plausibility in {layer}: {space.fit.method} fit on {space.fit.n_samples} real series ({space.fit.reason})")
 
     if decoder is None:
-        from .cli import _default_decoder_spec
-        decoder = _default_decoder_spec()
+        from .decoders import default_decoder_spec
+        decoder = default_decoder_spec()
     gf_decoder = make_decoder(decoder, length=length, channels=channels)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -68,8 +68,8 @@ def run_demo(out: str | Path = "demo-output", budget: int = 2000, seed: int = 0,
 
 
 def _decoder_spec() -> str:
-    from .cli import _default_decoder_spec
-    return _default_decoder_spec()
+    from .decoders import default_decoder_spec
+    return default_decoder_spec()
 
 
 def format_table(rows: list[dict], decoder: str) -> str:

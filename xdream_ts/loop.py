@@ -18,6 +18,9 @@ import numpy as np
 
 from . import serial
 from .errors import UserError
+from .objective import replay
+from .protocols import (Describable, GradientOptimizer, HasClean, KeepsIncumbent, MultiTarget, Noisy, Stateful,
+                        is_noisy, shape_of)
 from .store import RunStore
 
 
@@ -77,7 +80,7 @@ class Run:
     def clean_objective(self) -> np.ndarray | None:
         if self.clean_scores is None:
             return None
-        return combine_targets(self.clean_scores, self.config.get("objective"))
+        return replay(self.clean_scores, self.config.get("objective"))
 
     @property
     def best_per_generation(self) -> np.ndarray:
@@ -151,18 +154,6 @@ class Run:
         return np.arange(P)[None, :] < self.n_evaluated[:, None]
 
 
-def combine_targets(scores: np.ndarray, objective: dict | None) -> np.ndarray:
-    """(…, k) per-target scores -> (…) objective values for the built-in objectives recorded in a config."""
-    kind = (objective or {}).get("kind", "single")
-    if kind == "single":
-        return scores
-    if kind == "sum":
-        return scores.sum(axis=-1)
-    if kind == "contrast":
-        return scores[..., 0] - scores[..., 1:].mean(axis=-1)
-    return scores[..., 0]  # a user function cannot be replayed from a store: first target
-
-
 def load_run(path) -> Run:
     """Read a run store (complete or not) written by :func:`run`."""
     store = RunStore.open(path)
@@ -179,10 +170,12 @@ def _run_from_store(store: RunStore) -> Run:
     )
 
 
+
 # ---------------------------------------------------------------------------------------------------
-# Running
+# The session: one generation at a time, driven by run() or from outside (the lab rig)
 # ---------------------------------------------------------------------------------------------------
-def _versions() -> dict:
+def versions() -> dict:
+    """Versions of Python and the packages a run depends on, for the store."""
     import importlib.metadata as md
     out = {"python": sys.version.split()[0]}
     for pkg in ("xdream-ts", "numpy", "zarr", "onnxruntime-gpu", "onnxruntime", "cma", "nevergrad", "torch"):
@@ -193,12 +186,32 @@ def _versions() -> dict:
     return out
 
 
-def _describe(obj, fallback: str) -> dict:
+def describe(obj, fallback: str) -> dict:
     """A component's resolved config for the store; always with a readable ``name``."""
-    desc = dict(obj.describe()) if hasattr(obj, "describe") else {}
+    desc = dict(obj.describe()) if isinstance(obj, Describable) else {}
     desc.setdefault("name", getattr(obj, "name", None) or type(obj).__name__ or fallback)
     desc.setdefault("class", type(obj).__name__)
     return desc
+
+
+def model_digests(described) -> set[str]:
+    """Every model file digest (``sha256``) in a component's description, nested wrappers included."""
+    found = set()
+    if isinstance(described, dict):
+        for k, v in described.items():
+            if k == "sha256" and isinstance(v, str):
+                found.add(v)
+            else:
+                found |= model_digests(v)
+    elif isinstance(described, list):
+        for v in described:
+            found |= model_digests(v)
+    return found
+
+
+def generations_for(budget: int, population: int, repeats: int) -> int:
+    """Generations a budget of presentations takes at this population and number of repeats."""
+    return max(1, -(-budget // (population * repeats)))
 
 
 def _score_chunked(fn, batch: np.ndarray, chunk_size: int | None) -> np.ndarray:
@@ -218,19 +231,212 @@ def _check_scores(scores: np.ndarray, n: int, what: str) -> np.ndarray:
     return scores
 
 
-def _model_digests(described) -> set[str]:
-    """Every model file digest (``sha256``) in a scorer's description, nested wrappers included."""
-    found = set()
-    if isinstance(described, dict):
-        for k, v in described.items():
-            if k == "sha256" and isinstance(v, str):
-                found.add(v)
-            else:
-                found |= _model_digests(v)
-    elif isinstance(described, list):
-        for v in described:
-            found |= _model_digests(v)
-    return found
+@dataclass
+class Generation:
+    """One generation asked and not yet told: codes (P, d), and the series of the ``n`` the budget lets
+    be shown (the rest count as missing responses)."""
+
+    index: int
+    codes: np.ndarray
+    series: np.ndarray
+    n: int
+
+
+class Session:
+    """ask -> present -> tell -> commit, one generation at a time, resumable.
+
+    ``ask()`` opens the next generation (None when the budget is spent); ``present(gen)`` shows it to the
+    scorer (every repeat of every series in one call); ``tell(gen, observed, clean)`` tells the optimizer
+    the mean over repeats and commits the generation to the store with the optimizer's and the scorer's
+    state. A caller that presents stimuli itself (the lab rig) calls ask and tell and never present.
+    ``finish()`` marks the store complete and returns the :class:`Run`. Arguments as :func:`run`.
+    """
+
+    def __init__(self, decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | None = 0,
+                 store=None, resume: bool = False, chunk_size: int | None = None,
+                 reference_max: float | None = None, config: dict | None = None, write_behind: bool = True,
+                 optimizer_params: dict | None = None, n_targets: int | None = None):
+        from .decoders import make_decoder
+        from .optimizers import make_optimizer
+
+        if isinstance(budget, bool) or isinstance(repeats, bool) or int(budget) < 1 or int(repeats) < 1:
+            raise UserError(f"budget ({budget}) and repeats ({repeats}) must be positive integers")
+        self.budget, self.repeats, self.seed, self.chunk_size = int(budget), int(repeats), seed, chunk_size
+        length, channels = shape_of(scorer) if scorer is not None else (None, None)
+        if isinstance(decoder, str):
+            decoder = make_decoder(decoder, length=length, channels=channels)
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=is_noisy(scorer),
+                                       evaluations=self.budget // self.repeats, **(optimizer_params or {}))
+        elif optimizer_params:
+            raise UserError("optimizer_params apply to an optimizer given by name; pass them to your optimizer instead")
+        if isinstance(optimizer, GradientOptimizer) and optimizer.needs_gradients:
+            # gradient-based optimizers (dream) get the differentiable decoder+scorer, or refuse in one line
+            optimizer.bind(decoder, scorer)
+        self.decoder, self.scorer, self.optimizer = decoder, scorer, optimizer
+        self.has_clean = isinstance(scorer, HasClean)
+        self.target_names = list(scorer.target_names or []) if isinstance(scorer, MultiTarget) else []
+        self.cfg = {
+            "decoder": describe(decoder, "decoder"), "scorer": describe(scorer, "scorer"),
+            "optimizer": describe(optimizer, "optimizer"), "budget": self.budget, "repeats": self.repeats,
+            "seed": seed,
+            # how several targets were combined, so a stored run can recompute its clean objective
+            "objective": ({"kind": getattr(scorer, "objective_name", "sum")} if len(self.target_names) > 1 else None),
+            "reference_max": reference_max, **(config or {}),
+        }
+        self.n_targets = n_targets or max(1, len(self.target_names))
+        self.path = None if store is None else Path(store)
+        self.store: RunStore | None = None
+        self.g, self.presentations, self.best = 0, 0, -np.inf
+        if self.path is not None and resume and self.path.exists():
+            self._reopen()
+        self._writer = ThreadPoolExecutor(max_workers=1) if write_behind else None
+        self._pending = None
+        self.t_start = time.perf_counter()
+
+    # -- resume --------------------------------------------------------------------------------------
+    def _reopen(self) -> None:
+        st = RunStore.open(self.path, mode="r+")
+        old = st.attrs.get("config", {})
+        for key in ("decoder", "optimizer"):
+            if old.get(key, {}).get("name") != self.cfg[key].get("name"):
+                raise UserError(f"cannot resume {self.path}: it was run with {key} {old.get(key, {}).get('name')!r}, "
+                                f"not {self.cfg[key].get('name')!r}; resume with the same settings")
+        if old.get("repeats", self.repeats) != self.repeats:
+            raise UserError(f"cannot resume {self.path}: it was run with repeats {old.get('repeats')}, not "
+                            f"{self.repeats}; resume with the same settings")
+        # the same model path with other weights (retrained, re-exported) would splice two targets into one run
+        was, now = model_digests(old.get("scorer")), model_digests(self.cfg["scorer"])
+        if was and now and was != now:
+            raise UserError(f"cannot resume {self.path}: the model file changed since the run started (sha256 "
+                            f"{', '.join(sorted(d[:12] for d in was))}, now {', '.join(sorted(d[:12] for d in now))}); "
+                            "start a new run with another --out")
+        st.ensure_capacity(generations_for(self.budget, st.attrs["population_size"], self.repeats))
+        self.g = st.generations_completed
+        if self.g > 0:
+            state = st.state(self.g - 1)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scorer") is not None and isinstance(self.scorer, Stateful):
+                self.scorer.load_state_dict(state["scorer"])
+            obj = st.read("objective")
+            self.best = float(np.nanmax(obj)) if np.isfinite(obj).any() else -np.inf
+        # counted from the committed generations themselves, not from a separate counter
+        self.presentations = int(st.read("n_evaluated").sum()) * int(st.attrs["repeats"])
+        self.cfg = {**old, "budget": self.budget}
+        st.group.update_attributes({"config": self.cfg, "budget": self.budget, "complete": False})
+        self.store = st
+
+    @property
+    def done(self) -> bool:
+        return self.presentations >= self.budget
+
+    # -- one generation ------------------------------------------------------------------------------
+    def ask(self) -> Generation | None:
+        """The next generation's codes and series, or None when the budget is spent."""
+        if self.done:
+            return None
+        codes = np.asarray(self.optimizer.ask(), dtype=np.float64)
+        P = len(codes)
+        n = min(P, (self.budget - self.presentations) // self.repeats)
+        if n == 0:
+            return None
+        series = np.asarray(self.decoder(codes[:n]))
+        if self.store is None:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.store = RunStore.create(self.path, population_size=P, dim=codes.shape[1],
+                                         series_shape=series.shape[1:], repeats=self.repeats,
+                                         n_targets=self.n_targets, budget=self.budget, has_clean=self.has_clean,
+                                         attrs={"config": self.cfg, "versions": versions(), "seed": self.seed,
+                                                "budget": self.budget, "target_names": self.target_names})
+        elif P != self.store.attrs["population_size"]:
+            raise RuntimeError(f"optimizer changed its population size from {self.store.attrs['population_size']} to {P}")
+        return Generation(self.g, codes, series, n)
+
+    def present(self, gen: Generation) -> tuple[np.ndarray, np.ndarray | None]:
+        """(observed (n, R[, k]), clean (n[, k]) or None): one scorer call for every repeat of every series."""
+        s, n, R, chunk = self.scorer, gen.n, self.repeats, self.chunk_size
+        if isinstance(s, Noisy):
+            clean = _check_scores(_score_chunked(s.clean, gen.series, chunk), n, "clean scores")
+            observed = s.add_noise(np.concatenate([clean] * R))
+        else:
+            observed = _score_chunked(s, np.concatenate([gen.series] * R), chunk)
+            clean = _check_scores(_score_chunked(s.clean, gen.series, chunk), n, "clean scores") if self.has_clean else None
+        observed = _check_scores(np.asarray(observed, dtype=np.float64), n * R, "scores")
+        return np.moveaxis(observed.reshape(R, n, *observed.shape[1:]), 0, 1), clean
+
+    def tell(self, gen: Generation, observed: np.ndarray, clean: np.ndarray | None = None,
+             attrs: dict | None = None) -> float:
+        """Tell the optimizer the mean over repeats and commit the generation; returns the value told
+        for its best member (NaN when none responded). ``attrs``: extra store attributes to record."""
+        observed = np.asarray(observed, dtype=np.float64)
+        with warnings.catch_warnings():  # all-NaN rows are missing responses, not errors
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(observed, axis=1)
+        value = self.scorer.objective(mean) if mean.ndim == 2 and isinstance(self.scorer, MultiTarget) else mean
+        value = mean[:, 0] if np.ndim(value) == 2 else value
+        told = np.full(len(gen.codes), np.nan)
+        told[:gen.n] = value  # codes the budget left unshown count as missing responses
+        self.optimizer.tell(gen.codes, told)
+        self.presentations += gen.n * self.repeats
+        # state snapshot taken now, in this thread: the writer must not see later changes
+        state = serial.dumps({"optimizer": self.optimizer.state_dict(),
+                              "scorer": self.scorer.state_dict() if isinstance(self.scorer, Stateful) else None})
+        record = dict(codes=gen.codes, series=gen.series, scores=observed, objective=told, clean=clean,
+                      n_evaluated=gen.n, state=state, presentations=self.presentations)
+        if self._writer is None:
+            self.store.append(gen.index, **record)
+            if attrs:
+                self.store.group.update_attributes(attrs)
+        else:
+            if self._pending is not None:
+                self._pending.result()  # at most one generation in flight; a write error surfaces here
+            self._pending = self._writer.submit(self._commit, gen.index, record, attrs)
+        gen_best = float(np.nanmax(told)) if np.isfinite(told).any() else float("nan")
+        if np.isfinite(gen_best):
+            self.best = max(self.best, gen_best)
+        self.g += 1
+        return gen_best
+
+    def _commit(self, g: int, record: dict, attrs: dict | None) -> None:
+        self.store.append(g, **record)
+        if attrs:
+            self.store.group.update_attributes(attrs)
+
+    def step(self) -> Generation | None:
+        """ask, present, tell: one generation; None when the budget is spent."""
+        gen = self.ask()
+        if gen is not None:
+            self.tell(gen, *self.present(gen))
+        return gen
+
+    def flush(self) -> None:
+        """Wait for the generation being written (whatever happened, it reaches the disk)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+
+    def finish(self, attrs: dict | None = None) -> Run:
+        """Mark the store complete (with the optimizer's incumbent) and return the :class:`Run`."""
+        self.close()
+        if self.store is None:
+            raise UserError("the budget is smaller than one presentation of one series: raise --budget")
+        result = _run_from_store(self.store)
+        if not self.store.attrs.get("complete"):
+            self.store.mark_complete({"best_score": result.best_score if np.isfinite(self.best) else None,
+                                      "wall_seconds": round(time.perf_counter() - self.t_start, 3),
+                                      "incumbent": _incumbent_record(self.optimizer, result), **(attrs or {})})
+        result.complete = True
+        result.attrs = self.store.attrs
+        return result
 
 
 def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | None = 0, store=None,
@@ -240,7 +446,9 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
     """Search for the series that maximise ``scorer`` through ``decoder``, proposing codes with ``optimizer``.
 
     decoder   a Decoder (codes (n, d) -> series) or a name such as "basis" / "identity" / "default"
-    scorer    a Scorer (series -> (n,) or (n, k) scores; NaN = missing response)
+    scorer    a Scorer (series -> (n,) or (n, k) scores; NaN = missing response), or a
+              :class:`~xdream_ts.targets.TargetSpec`: built here, recorded in the store, and its reference
+              maximum used when ``reference_max`` is not given
     optimizer an Optimizer (ask/tell) or a name ("genetic", "cmaes", "ng:NGOpt", ...), seeded with ``seed``
     optimizer_params  keyword arguments for an optimizer given by name (e.g. {"population_size": 80},
               {"init": codes}); it is also told whether the scorer is noisy and the evaluations it gets
@@ -252,157 +460,38 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
               long as scoring a generation takes longer than writing one (~15 ms here). A crash can lose
               only the generation being written, which resume redoes exactly. False: every generation
               is on disk before the next is presented (a slow lab rig gains nothing from write-behind).
+    callback  called as ``callback(generation, presentations, best)`` after each generation
     Returns a :class:`Run`.
     """
-    from .decoders import make_decoder
-    from .optimizers import make_optimizer
-
-    if int(budget) < 1 or int(repeats) < 1:
-        raise UserError(f"budget ({budget}) and repeats ({repeats}) must be positive integers")
-    budget, repeats = int(budget), int(repeats)
-    if isinstance(decoder, str):
-        decoder = make_decoder(decoder, length=getattr(scorer, "length", None),
-                               channels=getattr(scorer, "channels", None))
-    if isinstance(optimizer, str):
-        optimizer = make_optimizer(optimizer, decoder.latent_dim, seed=seed, noisy=bool(getattr(scorer, "noisy", False)),
-                                   evaluations=budget // repeats, **(optimizer_params or {}))
-    elif optimizer_params:
-        raise UserError("optimizer_params apply to an optimizer given by name; pass them to your optimizer instead")
-    if getattr(optimizer, "needs_gradients", False):
-        # gradient-based optimizers (dream) get the differentiable decoder+scorer, or refuse in one line
-        optimizer.bind(decoder, scorer)
-
-    has_clean = hasattr(scorer, "clean")
-    target_names = list(getattr(scorer, "target_names", []) or [])
-    cfg = {
-        "decoder": _describe(decoder, "decoder"), "scorer": _describe(scorer, "scorer"),
-        "optimizer": _describe(optimizer, "optimizer"), "budget": budget, "repeats": repeats, "seed": seed,
-        # how several targets were combined, so a stored run can recompute its clean objective
-        "objective": {"kind": getattr(scorer, "objective_name", "sum")} if len(target_names) > 1 else None,
-        "reference_max": reference_max, **(config or {}),
-    }
-
-    st = None
-    if store is not None and resume and Path(store).exists():
-        st = RunStore.open(store, mode="r+")
-        old = st.attrs.get("config", {})
-        for key in ("decoder", "optimizer"):
-            if old.get(key, {}).get("name") != cfg[key].get("name"):
-                raise UserError(f"cannot resume {store}: it was run with {key} {old.get(key, {}).get('name')!r}, "
-                                f"not {cfg[key].get('name')!r}; resume with the same settings")
-        # the same model path with other weights (retrained, re-exported) would splice two targets into one run
-        was, now = _model_digests(old.get("scorer")), _model_digests(cfg["scorer"])
-        if was and now and was != now:
-            raise UserError(f"cannot resume {store}: the model file changed since the run started (sha256 "
-                            f"{', '.join(sorted(d[:12] for d in was))}, now {', '.join(sorted(d[:12] for d in now))}); "
-                            "start a new run with another --out")
-        st.ensure_capacity(_generations_for(budget, st.attrs["population_size"], repeats))
-        g0 = st.generations_completed
-        if g0 > 0:
-            state = st.state(g0 - 1)
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scorer") is not None and hasattr(scorer, "load_state_dict"):
-                scorer.load_state_dict(state["scorer"])
-        # counted from the committed generations themselves, not from a separate counter
-        presentations = int(st.read("n_evaluated").sum()) * int(st.attrs["repeats"])
-        cfg = {**old, "budget": budget}
-        st.group.update_attributes({"config": cfg, "budget": budget, "complete": False})
-    else:
-        g0, presentations = 0, 0
-
-    pbar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        pbar = tqdm(total=budget, initial=presentations, unit="pres", dynamic_ncols=True, leave=True)
-
-    best = -np.inf
-    if st is not None and g0 > 0:
-        obj = st.read("objective")
-        best = float(np.nanmax(obj)) if np.isfinite(obj).any() else -np.inf
-    g = g0
-    t_start = time.perf_counter()
-    writer = ThreadPoolExecutor(max_workers=1) if write_behind else None
-    pending = None
+    from .targets import TargetSpec, build
+    if isinstance(scorer, TargetSpec):
+        spec = scorer
+        built = build(spec, differentiable=getattr(optimizer, "needs_gradients", False) or optimizer == "dream")
+        scorer = built.scorer
+        reference_max = built.reference_max if reference_max is None else reference_max
+        config = {"target": spec.to_dict(), **(config or {})}
+    session = Session(decoder, scorer, optimizer, budget, repeats=repeats, seed=seed, store=store, resume=resume,
+                      chunk_size=chunk_size, reference_max=reference_max, config=config, write_behind=write_behind,
+                      optimizer_params=optimizer_params)
+    from .progress import progress_bar
+    bar = progress_bar(total=session.budget, initial=session.presentations, unit="pres", enabled=progress)
     try:
-        while presentations < budget:
-            codes = np.asarray(optimizer.ask(), dtype=np.float64)
-            P = len(codes)
-            n = min(P, (budget - presentations) // repeats)
-            if n == 0:
-                break
-            series = np.asarray(decoder(codes[:n]))
-            if st is None:
-                st = RunStore.create(store, population_size=P, dim=codes.shape[1], series_shape=series.shape[1:],
-                                     repeats=repeats, n_targets=max(1, len(target_names)), budget=budget,
-                                     has_clean=has_clean,
-                                     attrs={"config": cfg, "versions": _versions(), "seed": seed, "budget": budget,
-                                            "target_names": target_names})
-            elif P != st.attrs["population_size"]:
-                raise RuntimeError(f"optimizer changed its population size from {st.attrs['population_size']} to {P}")
-
-            # One scorer call per generation: every repeat of every series in one batch.
-            if hasattr(scorer, "add_noise"):
-                clean = _check_scores(_score_chunked(scorer.clean, series, chunk_size), n, "clean scores")
-                observed = scorer.add_noise(np.concatenate([clean] * repeats))
-            else:
-                observed = _score_chunked(scorer, np.concatenate([series] * repeats), chunk_size)
-                clean = (_check_scores(_score_chunked(scorer.clean, series, chunk_size), n, "clean scores")
-                         if has_clean else None)
-            observed = _check_scores(np.asarray(observed, dtype=np.float64), n * repeats, "scores")
-            observed = np.moveaxis(observed.reshape(repeats, n, *observed.shape[1:]), 0, 1)  # (n, R[, k])
-
-            with warnings.catch_warnings():  # all-NaN rows are missing responses, not errors
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(observed, axis=1)
-            value = scorer.objective(mean) if mean.ndim == 2 and hasattr(scorer, "objective") else mean
-            value = mean[:, 0] if np.ndim(value) == 2 else value
-            told = np.full(P, np.nan)
-            told[:n] = value  # codes the budget left unshown count as missing responses
-            optimizer.tell(codes, told)
-
-            presentations += n * repeats
-            # state snapshot taken now, in this thread: the writer must not see later changes
-            state = serial.dumps({"optimizer": optimizer.state_dict(),
-                                  "scorer": scorer.state_dict() if hasattr(scorer, "state_dict") else None})
-            record = dict(codes=codes, series=series, scores=observed, objective=told, clean=clean, n_evaluated=n,
-                          state=state, presentations=presentations)
-            if writer is None:
-                st.append(g, **record)
-            else:
-                if pending is not None:
-                    pending.result()  # at most one generation in flight; a write error surfaces here
-                pending = writer.submit(st.append, g, **record)
-            if np.isfinite(told).any():
-                best = max(best, float(np.nanmax(told)))
-            g += 1
-            if pbar is not None:
-                pbar.update(n * repeats)
-                pbar.set_postfix_str(f"gen {g} best {best:.4g}")
+        while (gen := session.step()) is not None:
+            bar.update(gen.n * session.repeats)
+            bar.set_postfix_str(f"gen {session.g} best {session.best:.4g}")
             if callback is not None:
-                callback(g, presentations, best)
+                callback(session.g, session.presentations, session.best)
     finally:
-        if pending is not None:
-            pending.result()  # whatever happened, the last complete generation reaches the disk
-        if writer is not None:
-            writer.shutdown()
-        if pbar is not None:
-            pbar.close()
-    if st is None:
-        raise UserError("the budget is smaller than one presentation of one series: raise --budget")
-    result = _run_from_store(st)
-    st.mark_complete({"best_score": result.best_score if np.isfinite(best) else None,
-                      "wall_seconds": round(time.perf_counter() - t_start, 3),
-                      "incumbent": _incumbent_record(optimizer, result)})
-    result.complete = True
-    result.attrs = st.attrs
-    return result
+        session.close()
+        bar.close()
+    return session.finish()
 
 
 def _incumbent_record(optimizer, result: Run) -> dict | None:
     """Where the optimizer's own pick of the best (mean response over several measurements, ``default``
     under noise) was shown, with its mean and count. Under noise the best *observed* response is a lucky
     draw; this is the series to report. None when the optimizer keeps no incumbent."""
-    inc = optimizer.incumbent() if hasattr(optimizer, "incumbent") else None
+    inc = optimizer.incumbent() if isinstance(optimizer, KeepsIncumbent) else None
     if inc is None:
         return None
     code, mean, n = inc
@@ -412,7 +501,3 @@ def _incumbent_record(optimizer, result: Run) -> dict | None:
         return None
     g, p = (int(v) for v in hits[0])
     return {"generation": g, "member": p, "mean_score": float(mean), "measurements": int(n)}
-
-
-def _generations_for(budget: int, population: int, repeats: int) -> int:
-    return max(1, -(-budget // (population * repeats)))

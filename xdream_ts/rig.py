@@ -54,6 +54,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,15 +110,8 @@ class RigConfig:
 
 def load_config(path, **overrides) -> RigConfig:
     """Read a rig config TOML (a [rig] table or top-level keys); ``overrides`` (not None) win."""
-    import tomllib
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"rig config {path} not found: check the path")
-    try:
-        data = tomllib.loads(p.read_text())
-    except Exception as exc:
-        raise UserError(f"rig config {path} is not valid TOML: {' '.join(str(exc).split())}") from None
-    data = data.get("rig", data)
+    from .targets import load_toml
+    data = load_toml(path, table="rig")
     known = set(RigConfig.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -135,15 +129,28 @@ class RigError(Exception):
 
 @dataclass
 class _Generation:
-    g: int
-    codes: np.ndarray            # (P, d)
-    series: np.ndarray           # (n, [C,] L)
-    n: int
+    asked: Any                   # the session's Generation: index, codes (P, d), series (n, [C,] L), n
     order: np.ndarray            # (n * R,) flat index r * n + p, seeded random order
     values: np.ndarray           # (n, R) observed; NaN until answered
     answered: np.ndarray         # (n, R) bool
     deadline: np.ndarray         # (n, R) monotonic time a presentation times out (inf: not handed out)
     cursor: int = 0              # next position in `order` to hand out
+
+    @property
+    def g(self) -> int:
+        return self.asked.index
+
+    @property
+    def n(self) -> int:
+        return self.asked.n
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.asked.codes
+
+    @property
+    def series(self) -> np.ndarray:
+        return self.asked.series
 
 
 class RigSearch:
@@ -154,92 +161,63 @@ class RigSearch:
 
     def __init__(self, config: RigConfig, clock=time.monotonic):
         from .decoders import make_decoder
+        from .loop import Session
         from .optimizers import make_optimizer
-        from .loop import _describe
 
         self.config, self.clock = config.validate(), clock
-        self.decoder = make_decoder(config.decoder, length=config.length, channels=config.channels)
+        decoder = make_decoder(config.decoder, length=config.length, channels=config.channels)
         params = dict(config.optimizer_params)
         noisy = bool(params.pop("noisy", True))  # a measured neuron or sensor: never trust one lucky response
-        self.optimizer = make_optimizer(config.optimizer, self.decoder.latent_dim, seed=config.seed, noisy=noisy,
-                                        evaluations=int(config.budget) // int(config.repeats), **params)
-        self.repeats, self.budget = int(config.repeats), int(config.budget)
+        optimizer = make_optimizer(config.optimizer, decoder.latent_dim, seed=config.seed, noisy=noisy,
+                                   evaluations=int(config.budget) // int(config.repeats), **params)
         self.path = Path(config.out)
         self.pending_path = self.path.with_name(self.path.name + ".pending.json")
-        self.cfg = {"decoder": _describe(self.decoder, "decoder"),
-                    "scorer": {"name": "rig", "timeout_s": config.timeout_s, "token_env": config.token_env},
-                    "optimizer": _describe(self.optimizer, "optimizer"), "budget": self.budget,
-                    "repeats": self.repeats, "seed": config.seed, "objective": None, "reference_max": None}
-        self.counters = {"accepted": 0, "duplicates": 0, "late": 0, "missing": 0, "issued": 0}
-        self.store = None
-        self.g, self.presentations, self.done = 0, 0, False
-        self.current: _Generation | None = None
-        self._open_store()
-        if not self.done:
-            self._ask()
-
-    # -- store (as xdream_ts.loop.run does it) ---------------------------------------------------------
-    def _open_store(self) -> None:
-        from .loop import _generations_for
-        from .store import RunStore
         if not self.path.exists():
             # A new run: responses saved for a store that is gone must not leak into it.
             self.pending_path.unlink(missing_ok=True)
-            return  # created with the first generation, when the population and series shapes are known
-        st = RunStore.open(self.path, mode="r+")
-        old = st.attrs.get("config", {})
-        for key in ("decoder", "optimizer"):
-            if old.get(key, {}).get("name") != self.cfg[key].get("name"):
-                raise UserError(f"cannot resume {self.path}: it was run with {key} {old.get(key, {}).get('name')!r}, "
-                                f"not {self.cfg[key].get('name')!r}; use the same config, or a new `out`")
-        if old.get("repeats") != self.repeats or old.get("seed") != self.config.seed:
-            raise UserError(f"cannot resume {self.path}: it was run with repeats {old.get('repeats')} and seed "
-                            f"{old.get('seed')}; use the same config, or a new `out`")
-        st.ensure_capacity(_generations_for(self.budget, st.attrs["population_size"], self.repeats))
-        self.g = st.generations_completed
-        if self.g > 0:
-            self.optimizer.load_state_dict(st.state(self.g - 1)["optimizer"])
-        self.presentations = int(st.attrs["presentations"])
-        self.counters.update(st.attrs.get("rig_counters") or {})
-        self.cfg = {**old, "budget": self.budget}
-        self.store = st
-        self.done = self.presentations >= self.budget and bool(st.attrs.get("complete"))
-        st.group.update_attributes({"config": self.cfg, "budget": self.budget, "complete": self.done})
+        # The loop's own session: the same store, resume and commit as `xdream_ts.loop.run`; the rig
+        # presents the stimuli itself, so it calls ask and tell and never present. Every generation is on
+        # disk before the next is handed out (nothing to gain from write-behind at a rig's pace).
+        self.session = Session(decoder, None, optimizer, int(config.budget), repeats=int(config.repeats),
+                               seed=config.seed, store=self.path, resume=True, write_behind=False,
+                               config={"scorer": {"name": "rig", "timeout_s": config.timeout_s,
+                                                  "token_env": config.token_env},
+                                       "objective": None, "reference_max": None})
+        if self.session.store is not None and self.session.cfg.get("seed") != config.seed:
+            raise UserError(f"cannot resume {self.path}: it was run with seed {self.session.cfg.get('seed')}; "
+                            "use the same config, or a new `out`")
+        self.repeats, self.budget = self.session.repeats, self.session.budget
+        self.counters = {"accepted": 0, "duplicates": 0, "late": 0, "missing": 0, "issued": 0}
+        if self.session.store is not None:
+            self.counters.update(self.session.store.attrs.get("rig_counters") or {})
+        self.done = self.session.done and bool(self.session.store is not None and self.session.store.attrs.get("complete"))
+        self.current: _Generation | None = None
+        if not self.done:
+            self._ask()
+
+    @property
+    def g(self) -> int:
+        return self.session.g
+
+    @property
+    def presentations(self) -> int:
+        return self.session.presentations
 
     def _ask(self) -> None:
         """Open the next generation (or finish the run)."""
-        from .loop import _versions
-        from .store import RunStore
-
-        if self.presentations >= self.budget:
+        asked = self.session.ask()
+        if asked is None:
             return self._finish()
-        codes = np.asarray(self.optimizer.ask(), dtype=np.float64)
-        P, R = len(codes), self.repeats
-        n = min(P, (self.budget - self.presentations) // R)
-        if n == 0:
-            return self._finish()
-        series = np.asarray(self.decoder(codes[:n]), dtype=np.float32)
-        if self.store is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.store = RunStore.create(self.path, population_size=P, dim=codes.shape[1],
-                                         series_shape=series.shape[1:], repeats=R, n_targets=1, budget=self.budget,
-                                         has_clean=False,
-                                         attrs={"config": self.cfg, "versions": _versions(), "seed": self.config.seed,
-                                                "budget": self.budget, "target_names": []})
-        elif P != self.store.attrs["population_size"]:
-            raise RuntimeError(f"optimizer changed its population size from {self.store.attrs['population_size']} to {P}")
-        order = np.random.default_rng([int(self.config.seed), self.g, 0x51A]).permutation(n * R)
-        gen = _Generation(self.g, codes, series, n, order, np.full((n, R), np.nan), np.zeros((n, R), bool),
-                          np.full((n, R), np.inf))
+        n, R = asked.n, self.repeats
+        order = np.random.default_rng([int(self.config.seed), asked.index, 0x51A]).permutation(n * R)
+        gen = _Generation(asked, order, np.full((n, R), np.nan), np.zeros((n, R), bool), np.full((n, R), np.inf))
         self.current = gen
         self._load_pending(gen)
 
     def _finish(self) -> None:
         self.current, self.done = None, True
-        if self.store is not None and not self.store.attrs.get("complete"):
-            obj = self.store.read("objective")
-            best = float(np.nanmax(obj)) if obj is not None and np.isfinite(obj).any() else None
-            self.store.mark_complete({"best_score": best, "rig_counters": dict(self.counters)})
+        if self.session.store is not None:
+            self.session.finish({"rig_counters": dict(self.counters)})
         self.pending_path.unlink(missing_ok=True)
 
     # -- the pending file: responses to the open generation survive a service crash --------------------
@@ -357,26 +335,12 @@ class RigSearch:
         return True
 
     def _tell(self, gen: _Generation) -> None:
-        """The loop's bookkeeping for one generation: tell the optimizer, append it to the store."""
-        observed = gen.values.copy()
+        """The loop's bookkeeping for one generation: the session tells the optimizer and commits it."""
         missing = int((~gen.answered).sum())
         self.counters["missing"] += missing
-        with warnings.catch_warnings():  # all-NaN rows are missing responses, not errors
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(observed, axis=1)
-        P = len(gen.codes)
-        told = np.full(P, np.nan)
-        told[:gen.n] = mean
-        self.optimizer.tell(gen.codes, told)
-        self.presentations += gen.n * self.repeats
-        state = {"optimizer": self.optimizer.state_dict(), "scorer": None}
-        self.store.append(gen.g, codes=gen.codes, series=gen.series, scores=observed, objective=told, clean=None,
-                          n_evaluated=gen.n, state=state, presentations=self.presentations)
-        self.store.group.update_attributes({"rig_counters": dict(self.counters)})
-        best = np.nanmax(told) if np.isfinite(told).any() else float("nan")
+        best = self.session.tell(gen.asked, gen.values.copy(), attrs={"rig_counters": dict(self.counters)})
         log.info("rig: generation %d complete: %d presentations, %d unanswered (NaN), generation best %.4g; %d of %d "
                  "presentations done", gen.g, gen.n * self.repeats, missing, best, self.presentations, self.budget)
-        self.g += 1
         self.current = None
 
     def status(self) -> dict:

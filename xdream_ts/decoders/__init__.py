@@ -42,3 +42,10 @@ def make_decoder(spec: str, length: int | None = None, channels: int | None = No
         return OnnxDecoder(spec, length=length)
     raise UserError(f"unknown decoder {spec!r}: use identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, "
                     "or a folder written by `xdream-ts train-decoder`")
+
+
+def default_decoder_spec() -> str:
+    """The shipped learned decoder when the package carries it, else the smooth basis."""
+    from importlib import resources
+    shipped = resources.files("xdream_ts.assets").joinpath("default_decoder", "decoder.onnx")
+    return "default" if shipped.is_file() else "basis"
