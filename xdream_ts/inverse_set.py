@@ -70,7 +70,6 @@ torch, scipy, matplotlib and zarr are imported inside functions: ``import xdream
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -701,16 +700,12 @@ def inverse_set(decoder, scorer, constraints, n: int = 500, method: str = "auto"
 
     ev = _Evaluator(decoder, targets, features, repeats, float(min_confidence))
     rng = np.random.default_rng(seed)
-    pbar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        pbar = tqdm(total=n, unit="sample", dynamic_ncols=True, desc=f"inverse set ({use})")
+    from .progress import progress_bar
+    pbar = progress_bar(total=n, unit="sample", desc=f"inverse set ({use})", enabled=progress)
 
     def report():
-        if pbar is not None:
-            pbar.n = ev.archive.size
-            pbar.set_postfix_str(f"{targets.presentations} pres")
-            pbar.refresh()
+        pbar.update(ev.archive.size - pbar.n)  # the archive's size is the position: step to it
+        pbar.set_postfix_str(f"{targets.presentations} pres")
         if callback is not None:
             callback(ev.archive.size, targets.presentations)
 
@@ -722,8 +717,7 @@ def inverse_set(decoder, scorer, constraints, n: int = 500, method: str = "auto"
             info = _free(ev, n, budget, rng, seed, optimizer=optimizer, beta=float(beta),
                          k_nearest=int(k_nearest), report=report)
     finally:
-        if pbar is not None:
-            pbar.close()
+        pbar.close()
 
     a = ev.archive
     k = a.size

@@ -64,7 +64,6 @@ import math
 import os
 import re
 import socket
-import sys
 import time
 import traceback
 from collections import OrderedDict
@@ -839,10 +838,8 @@ def _drive(backend: _Backend, todo: list[dict], index: _Index, progress: bool) -
     task in flight with it. Those tasks are retried one at a time in a fresh pool, where a second death
     is attributable: that task is marked failed, the others go on.
     """
-    pbar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        pbar = tqdm(total=len(todo), unit="task", desc="sweep", dynamic_ncols=True)
+    from .progress import progress_bar
+    pbar = progress_bar(total=len(todo), unit="task", desc="sweep", enabled=progress)
     queue = list(todo)
     isolate: list[str] = []  # ids to run alone after a pool broke
     running: dict = {}

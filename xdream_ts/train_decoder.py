@@ -216,10 +216,11 @@ def train_decoder(data, out_dir, latent_dim: int = 64, length: int | None = None
         Xv = torch.from_numpy(X_val)
         best = (math.inf, None, -1)
         history = []
-        bar = _progress(range(epochs), progress)
+        from .progress import progress_bar
+        bar = progress_bar(total=epochs, unit="epoch", desc="train-decoder", enabled=progress)
         t0 = time.time()
         step = 0
-        for epoch in bar:
+        for epoch in range(epochs):
             model.train()
             if uniform and n_epoch == len(X_train):
                 idx = rng.permutation(len(X_train))
@@ -245,14 +246,15 @@ def train_decoder(data, out_dir, latent_dim: int = 64, length: int | None = None
             rec = {"epoch": epoch + 1, "train_loss": sums[0] / n_seen,
                    "train_mse": sums[1] / n_seen / (cfg.length * (channels or 1)), "train_kl": sums[2] / n_seen, **val}
             history.append(rec)
-            if progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix(val_mse=f"{val['val_mse']:.4f}", kl=f"{val['val_kl']:.1f}")
+            bar.update(1)
+            bar.set_postfix_str(f"val_mse={val['val_mse']:.4f}, kl={val['val_kl']:.1f}")
             # During the KL warm-up the latest weights are always kept: the model is still moving
             # towards the full-beta objective; afterwards only improvements of the validation loss.
             if val["val_loss"] < best[0] or epoch + 1 <= warmup_epochs:
                 best = (val["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch + 1)
             elif epoch + 1 - best[2] >= patience:
                 break
+        bar.close()
         train_seconds = time.time() - t0
         model.load_state_dict(best[1])
         model.eval()
@@ -367,16 +369,6 @@ def _version() -> str:
         return version("xdream-ts")
     except Exception:  # noqa: BLE001 - not installed: a source checkout
         return "unknown"
-
-
-def _progress(it, enabled: bool):
-    if not enabled:
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return it
-    return tqdm(it, desc="train-decoder", unit="epoch", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
