@@ -337,15 +337,15 @@ def test_parse_target_and_position():
 
 
 def test_hidden_layout_rules(models):
-    from xdream_ts.adapters.onnx import _hidden_layout
+    from xdream_ts.adapters.onnx.graph import hidden_layout
 
-    assert _hidden_layout("t", (1, 64, 4), {}, 64, None) == ("NLC", "shape")
-    assert _hidden_layout("t", (1, 4, 64), {}, 64, None) == ("NCL", "shape")
-    assert _hidden_layout("t", (1, 32, 6), {}, 64, None) == ("NCL", "default")
-    assert _hidden_layout("t", (1, 32, 6), {"t": 1}, 64, None) == ("NLC", "graph")
-    assert _hidden_layout("t", (1, 32, 6), {"t": 1}, 64, {"t": "ncl"}) == ("NCL", "override")
+    assert hidden_layout("t", (1, 64, 4), {}, 64, None) == ("NLC", "shape")
+    assert hidden_layout("t", (1, 4, 64), {}, 64, None) == ("NCL", "shape")
+    assert hidden_layout("t", (1, 32, 6), {}, 64, None) == ("NCL", "default")
+    assert hidden_layout("t", (1, 32, 6), {"t": 1}, 64, None) == ("NLC", "graph")
+    assert hidden_layout("t", (1, 32, 6), {"t": 1}, 64, {"t": "ncl"}) == ("NCL", "override")
     with pytest.raises(UserError, match="tensor layout"):
-        _hidden_layout("t", (1, 32, 6), {}, 64, "NTC")
+        hidden_layout("t", (1, 32, 6), {}, 64, "NTC")
     # (batch, L) input unsqueezed inside: the time axis is followed through Unsqueeze
     path = models["nl"][1]
     row = next(t for t in inspect_model(path)["tensors"] if t["name"] == _nth(path, "Relu", 1))
@@ -382,8 +382,8 @@ def test_providers_and_threads(models):
         assert s.providers == ["CPUExecutionProvider"]
         assert len([x for x in w if "CPU" in str(x.message)]) == 1
     assert OnnxScorer(path, Target(None, 0), providers="cpu", threads=2).providers == ["CPUExecutionProvider"]
-    from xdream_ts.adapters.onnx import _gpu_visible
-    if not _gpu_visible():  # no GPU at all: CPU is the right choice, not worth a warning on every run
+    from xdream_ts.adapters.onnx.sessions import gpu_visible
+    if not gpu_visible():  # no GPU at all: CPU is the right choice, not worth a warning on every run
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             assert OnnxScorer(path, Target(None, 0)).providers == ["CPUExecutionProvider"]
