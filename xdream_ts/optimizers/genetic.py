@@ -1,15 +1,23 @@
-"""XDream's genetic algorithm, as its Methods define it (Xiao & Kreiman 2020).
+"""XDream's genetic algorithm, as published (Xiao & Kreiman 2020; willwx/XDream ``Optimizers.Genetic``).
 
 One generation, given scores y of the current population (NaN = no response):
-  - codes whose score is missing are carried into the next generation unchanged, to be shown again;
-  - the valid codes are ranked; scores above the 95th percentile are clipped (one outlier must not
-    take over the population), and fitness is w = exp((y - max y) / kT) with kT = std(y) / selectivity;
-  - the best ``n_conserve`` codes survive unchanged (elitism, 0 by default as in the paper);
-  - every child has two parents drawn with probability proportional to w; each component comes
-    from the first parent with probability ``heritability`` and from the second otherwise;
-  - a fraction ``mutation_rate`` of the child's components get N(0, mutation_size) added.
-Defaults are the paper's: population 20, mutation rate 0.5, mutation size 0.5, selectivity 2,
-heritability 0.5. The initial population is standard normal, matching a N(0, I) latent prior.
+  - codes whose score is missing are carried into the next generation unchanged, at its end, to be shown
+    again;
+  - the selection temperature is kT = std(y) / selectivity, the population std (ddof 0) of the valid scores
+    as they came, before any capping; kT is floored at 1e-8 so that tied scores do not divide by zero;
+  - the valid codes are ranked high to low, their scores are capped at the 95th percentile (one outlier must
+    not take over the population), and fitness is w = exp((y_capped - max y_capped) / kT), so the best
+    code has w = 1; a fitness that underflows to 0 is raised to the smallest positive one;
+  - the best ``n_conserve`` codes survive unchanged, neither recombined nor mutated;
+  - every child has two parents, each drawn independently, with replacement, from all ranked valid codes
+    (the conserved ones included) with probability w / sum(w); the two may be the same code;
+  - each component of the child comes from the first parent with probability ``heritability`` (folded to
+    >= 0.5: which parent is "first" is arbitrary) and from the second otherwise;
+  - each component of the child, independently with probability ``mutation_rate``, gets N(0, mutation_size)
+    added.
+Defaults are the published ones: population 20, mutation rate 0.5, mutation size 0.5, selectivity 2,
+heritability 0.5, n_conserve 0. The initial population is standard normal (a N(0, I) latent prior); start
+codes fewer than the population are completed with their mutated offspring under equal fitness.
 """
 from __future__ import annotations
 
@@ -18,20 +26,47 @@ import numpy as np
 from ._base import BaseOptimizer
 
 
-def selection_weights(scores: np.ndarray, selectivity: float) -> np.ndarray:
-    """Fitness of valid scores sorted high to low (XDream): exp((y - y_max) / kT), kT = std / selectivity.
+def selection_temperature(scores: np.ndarray, selectivity: float) -> float:
+    """kT = std / selectivity of the valid scores as given (not capped), floored at 1e-8 (all scores tied)."""
+    return max(float(np.std(scores)) / selectivity, 1e-8)
 
-    Scores are clipped at their 95th percentile first, so y_max is that percentile.
+
+def selection_weights(scores: np.ndarray, selectivity: float) -> np.ndarray:
+    """XDream's fitness of each score (same order as ``scores``): exp((y_c - max y_c) / kT).
+
+    y_c are the scores capped at their 95th percentile (so max y_c is that percentile) and kT comes from
+    the uncapped scores (``selection_temperature``).
     """
-    scores = np.clip(scores, None, np.percentile(scores, 95))
-    kT = max(float(np.std(scores)) / selectivity, 1e-8)  # kT -> 0 when all scores tie: avoid 0/0
-    return np.exp((scores - scores.max()) / kT)
+    scores = np.asarray(scores, dtype=np.float64)
+    kT = selection_temperature(scores, selectivity)
+    capped = np.minimum(scores, np.percentile(scores, 95))
+    return np.exp((capped - capped.max()) / kT)
+
+
+def _positive(fitness: np.ndarray) -> np.ndarray:
+    """Fitness made strictly positive, as XDream's mating does: zeros (underflow) take the smallest positive."""
+    fitness = np.array(fitness, dtype=np.float64)
+    if fitness.max() <= 0:
+        fitness[np.argmax(fitness)] = 1e-3
+    if fitness.min() <= 0:
+        fitness[fitness <= 0] = fitness[fitness > 0].min()
+    return fitness
+
+
+def selection_probabilities(scores: np.ndarray, selectivity: float) -> np.ndarray:
+    """The probability that each code (same order as ``scores``) is drawn as a given parent."""
+    fitness = _positive(selection_weights(scores, selectivity))
+    return fitness / fitness.sum()
 
 
 class Genetic(BaseOptimizer):
     name = "genetic"
     _state_keys = ("population",)
 
+    # n_conserve = 0 by default. XDream's class and its in-silico (CNN) demo use 0, its recording
+    # experiment 1. This package scores model units, the in-silico setting; with a noiseless scorer a
+    # conserved code would be shown again only to repeat its score, spending 1 presentation in 20. Pass
+    # n_conserve=1 for the recording set-up.
     def __init__(self, dim: int, seed: int | None = None, population_size: int = 20, mutation_rate: float = 0.5,
                  mutation_size: float = 0.5, selectivity: float = 2.0, heritability: float = 0.5,
                  n_conserve: int = 0, init: np.ndarray | None = None, init_scale: float = 1.0):
@@ -65,9 +100,12 @@ class Genetic(BaseOptimizer):
         return np.concatenate([init, extra])
 
     def _mate(self, parents: np.ndarray, fitness: np.ndarray, n: int) -> np.ndarray:
-        p = fitness / fitness.sum()
-        first = self.rng.choice(len(parents), size=n, p=p)
-        second = self.rng.choice(len(parents), size=n, p=p)
+        """n children of ``parents``; each parent drawn with replacement with probability fitness / sum."""
+        cdf = np.cumsum(_positive(fitness))
+        cdf /= cdf[-1]
+        # inverse-CDF draws: index i is picked when cdf[i-1] <= u < cdf[i], i.e. with probability p_i
+        first = np.minimum(np.searchsorted(cdf, self.rng.random(n), side="right"), len(parents) - 1)
+        second = np.minimum(np.searchsorted(cdf, self.rng.random(n), side="right"), len(parents) - 1)
         from_first = self.rng.random((n, self.dim)) < self.heritability
         return np.where(from_first, parents[first], parents[second])
 
@@ -89,18 +127,20 @@ class Genetic(BaseOptimizer):
         if n_missing:
             new[size - n_missing:] = codes[missing][-n_missing:]  # shown again next generation
         valid = ~missing
-        n_keep = min(int(valid.sum()), size - n_missing)
-        if n_keep:
-            order = np.argsort(scores[valid], kind="stable")[::-1][:n_keep]
-            ranked = codes[valid][order]
-            fitness = selection_weights(scores[valid][order], self.selectivity)
+        if valid.any():
+            y = scores[valid]
+            # fitness from all valid scores (kT uncapped, cap at their 95th percentile), then ranked
+            fitness = selection_weights(y, self.selectivity)
+            # high to low; ties in reverse population order (XDream's reversed argsort, made stable here so
+            # that the order does not depend on numpy's platform-specific quicksort)
+            order = np.argsort(y, kind="stable")[::-1]
+            n_keep = min(len(order), size - n_missing)
+            ranked, fitness = codes[valid][order][:n_keep], fitness[order][:n_keep]
             new[:n_keep] = ranked
             n_children = size - self.n_conserve - n_missing
             if n_children > 0:
                 children = self._mate(ranked, fitness, n_children)
                 new[self.n_conserve:self.n_conserve + n_children] = self._mutate(children)
-        elif n_missing < size:  # nothing scored at all: keep searching around the current codes
-            new[: size - n_missing] = self._mutate(codes[: size - n_missing])
         self.population = new
 
     def describe(self) -> dict:
