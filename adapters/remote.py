@@ -26,9 +26,11 @@ Faults are part of the job, because every presentation of a real target costs ti
 - a series that never gets a score (retries exhausted, malformed JSON, a reply of the wrong shape,
   a non-finite value) becomes NaN, the loop records it as a missing response, and it is counted:
   ``missing``, ``retries``, ``failures`` (reason -> series), ``report()`` for the end of a run;
-- an endpoint that is down for good (``down_after`` batches in a row lost to transport errors) stops
-  the run with one line naming the URL: the run store keeps every completed generation and
-  ``--resume`` continues once the endpoint is back.
+- an endpoint that gives no valid score at all for ``down_after`` batches in a row, whatever the
+  cause (refused connections, a 500 to every request after its retries, replies that cannot be read),
+  stops the run with one line naming the URL and the last error: missing responses are normal at a
+  rig, a target that never answers is not, and a search against it would only record NaN. The run
+  store keeps every completed generation and ``--resume`` continues once the endpoint is fixed.
 
 A bearer token is read from the environment variable ``token_env`` and goes only into the client's
 request headers: it is never printed, logged, stored, or part of ``describe()``/``repr``. TLS
@@ -94,10 +96,11 @@ def _default_tls():
 class _BatchFailed(Exception):
     """A batch that got no usable scores; ``reason`` is what the report counts."""
 
-    def __init__(self, reason: str, transport: bool = False):
+    def __init__(self, reason: str, transport: bool = False, detail: str = ""):
         super().__init__(reason)
-        self.reason = reason
+        self.reason = reason  # counted in ``failures``: the same for every batch that failed this way
         self.transport = transport
+        self.detail = detail  # the server's own words, for the one line that stops a run
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -168,7 +171,8 @@ class RemoteScorer:
                    model's metadata when not given
     input_name     v2 input tensor name (default: from the model's metadata, else "input")
     datatype       v2 datatype of the input data: FP32 (default), FP64 or FP16
-    down_after     batches in a row lost to transport errors that mean the endpoint is down: stop
+    down_after     batches in a row with no valid score (any cause) that mean the endpoint is broken: stop
+                   (raise it for a target whose normal missing responses can fill whole small batches)
     max_retry_after    cap on a server's Retry-After, seconds
     noisy          True when the remote target is stochastic (a neuron): noise-aware optimizers
     """
@@ -382,32 +386,39 @@ class RemoteScorer:
             batch = x[lo:lo + self.max_batch]
             try:
                 out[lo:lo + len(batch)] = self._score_batch(batch)
-                self._down_streak = 0
                 bad = ~np.isfinite(out[lo:lo + len(batch)]).all(axis=1)
                 if bad.any():  # the server answered NaN/inf: a missing response, not a crash
                     out[lo:lo + len(batch)][bad] = np.nan
                     self.failures["non-finite score"] += int(bad.sum())
                     self.missing += int(bad.sum())
                 self.scored += int((~bad).sum())
+                if bad.all():
+                    self._no_valid_score(_BatchFailed("every score non-finite"))
+                else:
+                    self._down_streak = 0
             except _BatchFailed as exc:
                 self.failures[exc.reason] += len(batch)
                 self.missing += len(batch)
-                if not exc.transport:
-                    self._down_streak = 0
-                    continue
-                self._down_streak += 1
-                if self._down_streak >= self.down_after:
-                    raise UserError(
-                        f"remote endpoint {self.url} is down ({self._down_streak} batches in a row failed after "
-                        f"{self.max_retries} retries each; last: {exc.reason}); the run store is intact up to the "
-                        "last complete generation: start the endpoint again and rerun with --resume to continue"
-                    ) from None
+                self._no_valid_score(exc)
         return out[:, 0] if len(self.units) == 1 else out
+
+    def _no_valid_score(self, exc: _BatchFailed) -> None:
+        # Any batch with no valid score counts, whatever the status: an endpoint that answers 500 to
+        # everything is as dead as one that refuses connections, only slower to notice.
+        self._down_streak += 1
+        if self._down_streak < self.down_after:
+            return
+        what = "is down" if exc.transport else "gives no valid score"
+        last = exc.reason + (f": {_one_line(exc.detail, 150)}" if exc.detail else "")
+        raise UserError(
+            f"remote endpoint {self._where()} {what} ({self._down_streak} batches in a row, {self.max_retries} retries "
+            f"each; last: {last}); the run store is intact up to the last complete generation: fix or restart the "
+            "endpoint and rerun with --resume to continue") from None
 
     def _score_batch(self, batch: np.ndarray) -> np.ndarray:
         import httpx
         url, body = self._request(batch)
-        last = "no attempt"
+        last, detail = "no attempt", ""
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.retries += 1
@@ -421,7 +432,7 @@ class RemoteScorer:
             except httpx.TransportError as exc:
                 self._raise_if_tls(exc)
                 last = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
-                transport = True
+                transport, detail = True, _one_line(exc, 120)
             else:
                 if r.status_code == 200:
                     return self._parse(r, len(batch))
@@ -430,7 +441,7 @@ class RemoteScorer:
                         raise UserError(self._auth_message(r))
                     raise UserError(f"remote endpoint {url} refused the request: HTTP {r.status_code} "
                                     f"{r.reason_phrase}: {_server_message(r)}")
-                last, transport = f"HTTP {r.status_code}", False
+                last, transport, detail = f"HTTP {r.status_code}", False, _server_message(r)
                 wait = parse_retry_after(r.headers.get("retry-after"))
             if attempt == self.max_retries:
                 break
@@ -439,7 +450,7 @@ class RemoteScorer:
             else:  # exponential backoff with full jitter
                 delay = self._jitter.uniform(0.0, min(self.max_backoff, self.backoff * 2 ** attempt))
             time.sleep(delay)
-        raise _BatchFailed(f"{last} after {self.max_retries} retries", transport=transport)
+        raise _BatchFailed(f"{last} after {self.max_retries} retries", transport=transport, detail=detail)
 
     def _raise_if_tls(self, exc: Exception) -> None:
         # An untrusted certificate is a setting to fix, not a fault to retry.

@@ -288,3 +288,33 @@ def test_tls_is_verified_by_default(neuron, tmp_path):
         trusted = RemoteScorer(srv.url, model="neuron", verify=str(cert), **FAST)
         np.testing.assert_allclose(trusted(x), neuron(x), atol=1e-12)
         assert trusted.retries == 0
+
+
+def test_an_endpoint_that_answers_500_to_everything_stops_the_cli_run_and_resume_continues(neuron, tmp_path, capsys):
+    # The issue: a 3,000-presentation search against such a server ran 271 s, recorded 3,000 missing
+    # responses and exited 0. Retry-After: 0 keeps the test quick (the retries are still made).
+    from xdream_ts.cli import main
+    out = tmp_path / "r.zarr"
+    argv = ["run", "--decoder", "basis:6", "--optimizer", "genetic", "--budget", "3000", "--out", str(out),
+            "--no-progress", "--timeout", "5", "--max-batch", "16", "--remote-model", "neuron"]
+    always_500 = [("status", 500, {"Retry-After": "0"}, {"error": "model crashed: CUDA out of memory"})] * 1000
+    srv = StubServer(neuron, script=always_500)
+    t0 = time.perf_counter()
+    assert main([*argv, "--endpoint", srv.url]) == 2
+    assert time.perf_counter() - t0 < 30
+    srv.stop()
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert srv.url in err and "no valid score" in err and "HTTP 500" in err and "CUDA out of memory" in err
+    assert "--resume" in err
+    assert srv.n_infer == 3 * 6  # down_after=3 batches, each tried 1 + 5 retries, then nothing more
+    # Generation 0 (two batches of 16 + 4) was committed, all missing; the third batch stopped the run.
+    g = zarr.open_group(str(out), mode="r")
+    assert g.attrs["generations_completed"] == 1 and g.attrs["complete"] is False
+    assert np.isnan(g["scores"][:]).all()
+    # The endpoint is fixed on the same address: the stored run continues.
+    with StubServer(neuron, port=srv.port) as back:
+        assert main([*argv[:6], "100", *argv[7:], "--endpoint", back.url, "--resume"]) == 0
+    run = xdream_ts.load_run(out)
+    assert run.complete and run.presentations == 100 and run.summary()["missing_responses"] == 20
+    assert np.isfinite(run.objective[1:]).all()
