@@ -120,6 +120,7 @@ class PoissonNoise(_Noise):
 
     def __init__(self, scorer, scale: float = 1.0, seed: int | None = None):
         super().__init__(scorer, seed)
+        parse_noise(f"poisson:{scale}")  # the same one-line check as a spec string
         self.scale = float(scale)
 
     def add_noise(self, clean: np.ndarray) -> np.ndarray:
@@ -138,6 +139,7 @@ class GainNoise(_Noise):
 
     def __init__(self, scorer, sigma: float = 0.5, seed: int | None = None):
         super().__init__(scorer, seed)
+        parse_noise(f"gain:{sigma}")
         self.sigma = float(sigma)
 
     def add_noise(self, clean: np.ndarray) -> np.ndarray:
@@ -147,18 +149,38 @@ class GainNoise(_Noise):
         return {"sigma": self.sigma}
 
 
-def with_noise(scorer, noise: str | None, seed: int | None = None):
-    """Wrap ``scorer`` by a noise spec: None/'none', 'poisson[:SCALE]', 'gain[:SIGMA]'."""
+def parse_noise(noise) -> tuple[str, float] | None:
+    """A noise spec -> (kind, value) or None, checked once where it is given.
+
+    none | poisson[:SCALE > 0] (default 1) | gain[:SIGMA >= 0] (default 0.5). A bad spec is a one-line
+    UserError: a negative Poisson scale used to fail deep in numpy after the run store was made, and a
+    negative sigma was accepted silently.
+    """
     from ..errors import UserError
     if noise in (None, "", "none"):
-        return scorer
+        return None
     kind, _, arg = str(noise).partition(":")
+    if kind not in ("poisson", "gain"):
+        raise UserError(f"unknown noise {noise!r}: use none, poisson[:SCALE] or gain:SIGMA")
+    if not arg:
+        return kind, 1.0 if kind == "poisson" else 0.5
     try:
-        value = float(arg) if arg else None
+        value = float(arg)
     except ValueError:
         raise UserError(f"noise {noise!r}: {arg!r} is not a number; use none, poisson[:SCALE] or gain:SIGMA") from None
+    if kind == "poisson" and not (np.isfinite(value) and value > 0):
+        raise UserError(f"poisson scale must be > 0 (spikes per unit of activation), got {arg}; write poisson[:SCALE]")
+    if kind == "gain" and not (np.isfinite(value) and value >= 0):
+        raise UserError(f"gain noise sigma must be >= 0, got {arg}; write gain:SIGMA, e.g. gain:0.5")
+    return kind, value
+
+
+def with_noise(scorer, noise: str | None, seed: int | None = None):
+    """Wrap ``scorer`` by a noise spec: None/'none', 'poisson[:SCALE]', 'gain[:SIGMA]' (see parse_noise)."""
+    parsed = parse_noise(noise)
+    if parsed is None:
+        return scorer
+    kind, value = parsed
     if kind == "poisson":
-        return PoissonNoise(scorer, scale=value if value is not None else 1.0, seed=seed)
-    if kind == "gain":
-        return GainNoise(scorer, sigma=value if value is not None else 0.5, seed=seed)
-    raise UserError(f"unknown noise {noise!r}: use none, poisson[:SCALE] or gain:SIGMA")
+        return PoissonNoise(scorer, scale=value, seed=seed)
+    return GainNoise(scorer, sigma=value, seed=seed)
