@@ -66,10 +66,10 @@ def _as_series(series) -> np.ndarray:
 def activation_scorer(model, layer: str, position: str = "mean", threads: int = 1, batch_size: int | None = 256):
     """A scorer returning every unit of ``layer`` ((n, units)), for an ONNX path, an OnnxScorer, a
     TorchScorer or a torch module. 3-D tensors are reduced over time by ``position`` (default mean)."""
-    from .adapters.onnx import Target
+    from .targets import Target, TargetSpec, build
 
     if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "OnnxScorer":
-        from .adapters.onnx import OnnxScorer, inspect_model
+        from .adapters.onnx import inspect_model
 
         path = model if isinstance(model, (str, os.PathLike)) else model.model_path
         info = inspect_model(path)
@@ -80,7 +80,7 @@ def activation_scorer(model, layer: str, position: str = "mean", threads: int = 
                             f"{', '.join(names[-6:])} (`xdream-ts inspect MODEL` lists all)")
         pos = "center" if entry["kind"] == "features" else position
         targets = [Target(layer, u, pos) for u in range(int(entry["units"]))]
-        return OnnxScorer(path, targets, threads=threads, batch_size=batch_size)
+        return build(TargetSpec(model=str(path), units=targets, threads=threads, batch_size=batch_size)).clean
     from .adapters.torch import TorchScorer
 
     if isinstance(model, TorchScorer):
@@ -104,7 +104,7 @@ class _LazyTorchLayer:
         self.scorer = None
 
     def __call__(self, series: np.ndarray) -> np.ndarray:
-        from .adapters.onnx import Target
+        from .targets import Target
         from .adapters.torch import TorchScorer
 
         if self.scorer is None:

@@ -83,14 +83,7 @@ class ModelAssets:
     def reference_max(self, target) -> float | None:
         """Maximum of the unit over the reference data (FordA train + test), or None when not stored
         (a position other than center/mean)."""
-        pos = target.position
-        layer = target.layer or self.ref.OUTPUT_NAME
-        shape = self.ref.ONNX_TENSORS.get(layer, ((),))[0]
-        key = f"{layer}|none" if len(shape) == 2 else (f"{layer}|{pos}" if pos in ("center", "mean") else None)
-        acts = self.activations()
-        if key is None or key not in acts or target.unit >= len(acts[key]):
-            return None
-        return float(acts[key][target.unit])
+        return self.ref.lookup_reference_max(target.layer, target.unit, target.position, self.activations())
 
     def reference_units(self) -> list:
         """The benchmark units stored with these assets (``xdream_ts.reference.reference_units``)."""
@@ -104,7 +97,7 @@ class ModelAssets:
         return out
 
     def default_target(self):
-        from .adapters.onnx import Target
+        from .targets import Target
         units = self.reference_units()
         block2 = [u for u in units if u.tensor == "block2/out"]
         u = block2[0] if block2 else units[0]
@@ -179,7 +172,7 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
     ``xdream_ts.adapters.torch.layer_names_from_onnx``); without it dream converts with onnx2torch;
     space: an ``ActivationSpace`` already fitted for this model (instead of reference_data and layer).
     """
-    from .adapters.onnx import OnnxScorer, parse_target
+    from .targets import TargetSpec, build, parse_target
     from .analysis import ActivationSpace, default_layer, load_reference_data
     from .decoders import make_decoder
     from .loop import run as run_loop
@@ -209,13 +202,14 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
         if target is None:
             raise UserError("--target TENSOR:UNIT[@POSITION] is needed with --model (`xdream-ts inspect MODEL` lists tensors)")
         tgt = parse_target(target)
-    onnx_scorer = OnnxScorer(model_path, tgt, threads=threads)
+    built = build(TargetSpec(kind="onnx", model=str(model_path), units=[tgt], threads=threads))
+    onnx_scorer = built.clean
     length, channels = onnx_scorer.length, onnx_scorer.channels
     ref_max = ma.reference_max(tgt) if shipped else None
 
     torch_scorer = None
     if "dream" in optimizers:
-        if shipped:
+        if shipped and ma.folder is not None:  # a smoke build's weights, not the shipped ones
             torch_scorer = ma.torch_scorer(tgt, threads=threads)
         elif torch_module is not None:
             from .adapters.torch import TorchScorer, layer_names_from_onnx
@@ -223,9 +217,8 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
                                        layer_names=layer_names_from_onnx(model_path),
                                        _describe_extra={"model_path": str(model_path)})
         else:
-            from .adapters.torch import TorchScorer
             try:
-                torch_scorer = TorchScorer.from_onnx(model_path, tgt, length=length, threads=threads)
+                torch_scorer = built.twin()
             except UserError as exc:
                 raise UserError(f"dream needs a torch version of {model_path.name}: {exc}") from None
     cost_info = None

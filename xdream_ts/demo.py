@@ -29,10 +29,10 @@ def demo_units():
 
 def run_demo(out: str | Path = "demo-output", budget: int = 2000, seed: int = 0, progress: bool = True,
              units=None, optimizers=OPTIMIZERS, plots: bool = True) -> list[dict]:
-    from .adapters.onnx import OnnxScorer, Target
     from .decoders import make_decoder
     from .loop import run
-    from .reference import best_real_series, reference_max, reference_model_path
+    from .reference import best_real_series
+    from .targets import Target, TargetSpec, build
 
     out = Path(out)
     runs_dir = out / "runs"
@@ -42,8 +42,8 @@ def run_demo(out: str | Path = "demo-output", budget: int = 2000, seed: int = 0,
     rows = []
     for unit in units or demo_units():
         position = "center" if unit.position == "none" else unit.position
-        scorer = OnnxScorer(reference_model_path(), Target(unit.tensor, unit.channel, position))
-        ref = reference_max(unit)
+        target = build(TargetSpec(units=[Target(unit.tensor, unit.channel, position)]))
+        scorer, ref = target.scorer, target.reference_max
         real = best_real_series(unit)
         real_score = float(scorer(real[None])[0])
         for name in optimizers:
@@ -54,7 +54,8 @@ def run_demo(out: str | Path = "demo-output", budget: int = 2000, seed: int = 0,
                 shutil.rmtree(store)  # the demo's own output from a previous demo: start afresh
             t0 = time.perf_counter()
             r = run(decoder, scorer, name, budget=budget, seed=seed, store=store, progress=progress,
-                    reference_max=ref, config={"unit": unit._asdict(), "best_real_score": real_score})
+                    reference_max=ref, config={"unit": unit._asdict(), "best_real_score": real_score,
+                                               "target": target.spec.to_dict()})
             rows.append({"unit": f"{unit.tensor}:{unit.channel}", "optimizer": name, "best_real": real_score,
                          "best_found": r.best_score, "relative": r.relative_activation,
                          "presentations": r.presentations, "seconds": time.perf_counter() - t0,

@@ -188,6 +188,19 @@ def reference_max(unit: ReferenceUnit | tuple) -> float:
     return float(_activations_cached()[unit.key][unit.channel])
 
 
+def lookup_reference_max(tensor: str | None, unit: int, position, activations: dict | None = None) -> float | None:
+    """The maximum of a unit of the shipped model over all of FordA, or None where none is stored (a time
+    position other than center/mean, an unknown tensor or unit). ``tensor`` None is the logits;
+    ``activations`` another copy of the table (a smoke build's), default the shipped one."""
+    acts = _activations_cached() if activations is None else activations
+    layer = tensor or OUTPUT_NAME
+    two_d = len(ONNX_TENSORS.get(layer, ((),))[0]) == 2
+    values = acts.get(f"{layer}|{'none' if two_d else position}")
+    if values is None or not 0 <= int(unit) < len(values):
+        return None
+    return float(values[int(unit)])
+
+
 def best_real_series(unit: ReferenceUnit | tuple) -> np.ndarray:
     """The FordA series (float32, (500,)) that reaches ``reference_max(unit)``, for a unit of
     ``REFERENCE_UNITS`` (only those are shipped; for others, ``reference_activations()`` gives the

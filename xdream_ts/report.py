@@ -108,7 +108,7 @@ def _depth(target: dict) -> str:
 def read_run(path: Path, target: str | None = None, optimizer: str | None = None, noise: str | None = None,
              depth: str | None = None) -> RunInfo:
     """A run store's trajectory, best series position and labels (labels from the run's config when not given)."""
-    from .loop import combine_targets
+    from .objective import replay as combine_targets
     from .store import RunStore
     from .sweep import first_super_presentation
 
@@ -211,22 +211,23 @@ def _is_shipped(model_path, sha256) -> bool:
 # ---------------------------------------------------------------------------------------------------
 def real_series_for(info: RunInfo, reference_data=None) -> tuple[np.ndarray | None, float | None, str]:
     """(series, its activation, label) of the best real series for the run's target, or (None, None, why)."""
+    from .targets import build, spec_from_description
     inner = _inner(info.scorer)
-    if inner.get("name") == "simulated_neuron":
-        from .adapters.simulated import SimulatedNeuron
-        n = SimulatedNeuron(length=inner["length"], channels=inner.get("channels"), seed=inner["seed"],
-                            gain=inner.get("gain", 10.0))
+    try:
+        spec = spec_from_description(info.scorer)
+    except UserError:
+        return None, None, "no real data known for this target"
+    if spec.kind == "simulated":
+        n = build(spec.with_(noise="none")).clean
         x = n.optimum()
         return x, float(n(x[None])[0]), "closed-form optimum of the simulated neuron"
-    if inner.get("kind") != "onnx" or not inner.get("targets"):
+    if spec.kind != "onnx" or not spec.units:
         return None, None, "no real data known for this target"
     t = inner["targets"][0]
-    model = inner["model_path"]
+    model = spec.model
     if not Path(model).is_file():
         return None, None, f"model {model} not found"
-    from .adapters.onnx import OnnxScorer, Target
-    scorer = OnnxScorer(model, Target(t.get("tensor") or t.get("layer"), int(t["unit"]), t.get("position", "center")),
-                        layout=inner.get("layout"), providers="cpu")
+    scorer = build(spec.with_(units=spec.units[:1], noise="none", providers="cpu", objective="sum")).clean
     shipped = _is_shipped(model, inner.get("sha256"))
     if reference_data is None and shipped:
         from . import reference

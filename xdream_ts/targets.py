@@ -239,7 +239,7 @@ class TargetSpec:
             return cls.from_dict(config["target"])
         if config.get("cli"):
             return cls.from_options(config["cli"])
-        return _spec_from_description(config.get("scorer") or {})
+        return spec_from_description(config.get("scorer") or {})
 
     @property
     def single(self) -> bool:
@@ -250,7 +250,7 @@ class TargetSpec:
         return replace(self, **changes)
 
 
-def _spec_from_description(desc: dict) -> TargetSpec:
+def spec_from_description(desc: dict) -> TargetSpec:
     noise = "none"
     seed = 0
     if desc.get("noise") and "inner" in desc:
@@ -387,17 +387,12 @@ def reference_maximum(spec: TargetSpec, clean=None) -> float | None:
         return float(clean.max_response) if clean is not None else float(spec.gain)
     if spec.kind != "onnx" or not spec.single:
         return None
-    from .reference import ONNX_TENSORS, is_reference_model, reference_activations
+    from .reference import is_reference_model, lookup_reference_max
     model = spec.model or shipped_model()
     if model is None or not is_reference_model(model):
         return None
     t = spec.units[0]
-    layer = t.layer or "logits"
-    position = "none" if len(ONNX_TENSORS.get(layer, ((),))[0]) == 2 else t.position
-    values = reference_activations().get(f"{layer}|{position}")
-    if values is None or not 0 <= t.unit < len(values):
-        return None
-    return float(values[t.unit])
+    return lookup_reference_max(t.layer, t.unit, t.position)
 
 
 def is_shipped(spec: TargetSpec) -> bool:
