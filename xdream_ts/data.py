@@ -31,7 +31,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -298,6 +298,16 @@ class Dataset:
     def squeeze(self) -> np.ndarray:
         """(n, length) for one channel, (n, channels, length) otherwise: the decoders' output convention."""
         return self.X[:, 0] if self.channels == 1 else self.X
+
+    def resampled(self, length: int) -> "Dataset":
+        """The same series resampled to ``length`` (self when it already is); a note says so."""
+        if int(length) == self.length:
+            return self
+        from .series import resample
+
+        X = resample(self.X.astype(np.float64), int(length)).astype(np.float32)
+        note = f"{self.source}: series of length {self.length} were resampled to {int(length)} (the model's length)"
+        return replace(self, X=X, notes=[*self.notes, note])
 
     def digest(self) -> str:
         """sha256 of the loaded values (shape included): changes when the file or the length changes."""

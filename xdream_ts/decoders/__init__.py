@@ -1,11 +1,18 @@
 """Decoders: latent codes -> series. Each plugin in a file named after it.
 
-``make_decoder(spec, length, channels)`` builds one from a short spec:
+``make_decoder(spec, length, channels, data=None, cache_dir=None)`` builds one from a short spec:
+  auto                with data: a whitened PCA fitted on them, in their stimulus space (decoders/auto.py,
+                      cached next to the data or in cache_dir); without: the shipped prior (default;
+                      the DCT basis for several channels, until a multichannel prior ships)
   identity            raw samples (XDream's pixel baseline)
   basis[:N]           N smooth DCT components (default 32)
   pca:PATH            a PCA decoder saved by ``PCADecoder.save`` (.npz)
   default             the learned VAE shipped in the package (trained on UCR series, any length)
   DIR                 a decoder trained by ``xdream-ts train-decoder`` (decoder.onnx + decoder.json)
+
+``data`` (a ``xdream_ts.data.Dataset``, or a path ``load_dataset`` reads) decides the stimulus space
+(``xdream_ts.space``): for ``auto`` the fit; for every other spec, data that are not z-normalised wrap
+the decoder's z-normalised output into the data's units (``StimulusSpace.wrap``).
 """
 from __future__ import annotations
 
@@ -14,7 +21,23 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def make_decoder(spec: str, length: int | None = None, channels: int | None = None):
+def make_decoder(spec: str, length: int | None = None, channels: int | None = None, data=None, cache_dir=None):
+    if str(spec) == "auto":
+        from .auto import auto_decoder
+
+        return auto_decoder(length=length, channels=channels, data=data, cache_dir=cache_dir)
+    decoder = _make(spec, length, channels)
+    if data is None:
+        return decoder
+    from ..space import StimulusSpace
+    from .auto import as_dataset, check_channels
+
+    dataset = as_dataset(data, length)
+    check_channels(dataset, channels)
+    return StimulusSpace.fit(dataset).wrap(decoder)
+
+
+def _make(spec: str, length: int | None, channels: int | None):
     name, _, arg = str(spec).partition(":")
     if name in ("identity", "basis", "default") and not length:
         raise UserError(f"decoder {spec!r} needs the series length: the target does not fix it, pass --length")
@@ -40,7 +63,7 @@ def make_decoder(spec: str, length: int | None = None, channels: int | None = No
     if Path(spec).is_dir():
         from .onnx_decoder import OnnxDecoder
         return OnnxDecoder(spec, length=length)
-    raise UserError(f"unknown decoder {spec!r}: use identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, "
+    raise UserError(f"unknown decoder {spec!r}: use auto, identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, "
                     "or a folder written by `xdream-ts train-decoder`")
 
 

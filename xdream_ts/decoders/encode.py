@@ -114,7 +114,12 @@ def _linear_map(decoder):
 def _least_squares(decoder, linear, target) -> np.ndarray:
     """Codes minimising ||codes @ W + b - target|| (at the decoder's internal length)."""
     W, b, fit_length = linear
-    t = target if target.shape[-1] == fit_length else znormalize(resample(target, fit_length))
+    if target.shape[-1] != fit_length:
+        t = resample(target, fit_length)
+        # a decoder in data units (normalize False) reconstructs the series as they are, not z-normalised
+        t = znormalize(t) if getattr(decoder, "normalize", True) else t
+    else:
+        t = target
     t = t.reshape(len(t), -1)
     sol, *_ = np.linalg.lstsq(W.T, (t - b).T, rcond=None)
     return sol.T

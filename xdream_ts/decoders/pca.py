@@ -4,9 +4,14 @@ The simplest learned decoder: fit on real series, codes are *whitened* component
 drawn from N(0, I) is a Gaussian sample with the data's covariance (restricted to the kept components),
 typical of the data in the same way as a VAE's prior samples. Linear, so encoding is an exact
 projection, and fitting takes a second. Saved as .npz (no pickle).
+
+With a ``data`` stimulus space (``xdream_ts.space``), the PCA is fitted on the series standardised per
+channel by the space and its output is mapped back to the data's units and clipped to their range;
+``linear_map`` and ``encode`` then work in those units (exact inside the range).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ from ..errors import UserError
 from ..series import resample, znormalize
 
 FORMAT = "xdream_ts.pca/1"
+MAX_FIT_SERIES = 20000  # more series than this barely move the components; fit on a seeded sample
 
 
 class PCADecoder:
@@ -28,7 +34,7 @@ class PCADecoder:
 
     def __init__(self, components: np.ndarray, mean: np.ndarray, explained_variance: np.ndarray,
                  fit_length: int, channels: int | None = None, length: int | None = None,
-                 normalize: bool = True, meta: dict | None = None):
+                 normalize: bool = True, meta: dict | None = None, space=None):
         self.components_ = np.asarray(components, dtype=np.float64)  # (k, C*L)
         self.mean_ = np.asarray(mean, dtype=np.float64)  # (C*L,)
         self.explained_variance_ = np.asarray(explained_variance, dtype=np.float64)  # (k,)
@@ -40,7 +46,12 @@ class PCADecoder:
             raise UserError("PCA decoder: components, mean and explained_variance have inconsistent shapes; "
                             "re-fit it with PCADecoder.fit")
         self.length = int(length) if length else self.fit_length
-        self.normalize = normalize
+        # a 'data' space owns the output units; a 'znorm' one is the plain z-normalised decoder
+        self.space = space if space is not None and space.kind == "data" else None
+        if self.space is not None and self.space.channels != (self.channels or 1):
+            raise UserError(f"PCA decoder: the stimulus space has {self.space.channels} channel(s), the "
+                            f"decoder {self.channels or 1}; fit both on the same data")
+        self.normalize = False if self.space is not None else normalize
         self.latent_dim = k
         self.meta = dict(meta or {})
         # Floor tiny variances: whitened scores of a near-null component would blow up in encode().
@@ -48,18 +59,24 @@ class PCADecoder:
 
     # ----------------------------------------------------------------------------------------- fit
     @classmethod
-    def fit(cls, X, n_components: int = 64, length: int | None = None, seed: int = 0) -> "PCADecoder":
-        """Fit on series X (n, L) or (n, C, L) (or a UCR name/folder: its TRAIN split).
+    def fit(cls, X, n_components: int = 64, length: int | None = None, seed: int = 0,
+            variance: float | None = None, space=None) -> "PCADecoder":
+        """Fit on series X (n, L) or (n, C, L) (or a data file, folder or name: a folder's TRAIN split).
 
-        The series are resampled to ``length`` (default: their own) and z-normalised first.
-        ``n_components`` is capped at min(n_series, C*length) (e.g. 50 for GunPoint's 50 series).
+        The series are resampled to ``length`` (default: their own), then z-normalised, or standardised
+        by ``space`` when it is a ``data`` StimulusSpace (the output is then in the data's units).
+        ``n_components`` is capped at min(n_series, C*length) (e.g. 50 for GunPoint's 50 series);
+        ``variance`` (e.g. 0.99) keeps only as many as explain that fraction of the variance.
+        Above ``MAX_FIT_SERIES`` series, a seeded sample of that many is fitted.
         """
         source = None
         if isinstance(X, (str, Path)):
-            from ..data import load_ucr
+            from ..data import load_dataset
 
             source = str(X)
-            X = load_ucr(X, split="train")[0] if not str(X).endswith((".tsv", ".tsv.gz")) else load_ucr(X)[0]
+            is_file = Path(X).expanduser().is_file()
+            d = load_dataset(X, split=None if is_file else "train")
+            X = d.squeeze()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim not in (2, 3) or len(X) < 2:
             raise UserError(f"PCA decoder: data has shape {X.shape}; pass at least 2 series as (n, length) "
@@ -69,39 +86,65 @@ class PCADecoder:
                             "resample each series to one length first")
         length = int(length or X.shape[-1])
         channels = X.shape[1] if X.ndim == 3 else None
-        Z = znormalize(resample(X, length)).reshape(len(X), -1)
+        if space is not None and space.kind == "data":
+            Z = space.to_standard(resample(X, length)).reshape(len(X), -1)
+        else:
+            space = None
+            Z = znormalize(resample(X, length)).reshape(len(X), -1)
+        if len(Z) > MAX_FIT_SERIES:
+            Z = Z[np.sort(np.random.default_rng(seed).choice(len(Z), MAX_FIT_SERIES, replace=False))]
         k = int(min(n_components, Z.shape[0], Z.shape[1]))
         if k < 1:
             raise UserError(f"PCA decoder: n_components={n_components} must be >= 1")
+        if variance is not None and not 0 < variance <= 1:
+            raise UserError(f"PCA decoder: variance={variance}; pass a fraction in (0, 1], e.g. 0.99")
         from sklearn.decomposition import PCA
 
-        pca = PCA(n_components=k, svd_solver="full", random_state=seed).fit(Z)
+        # the exact solver up to a few thousand dimensions; randomized (seeded) beyond, where exact is slow
+        solver = "full" if min(Z.shape) <= 3000 else "randomized"
+        pca = PCA(n_components=k, svd_solver=solver, random_state=seed).fit(Z)
+        ratio = np.cumsum(pca.explained_variance_ratio_)
+        if variance is not None:
+            k = int(min(k, np.searchsorted(ratio, variance - 1e-12) + 1))
         meta = {"n_series": int(len(X)), "n_components_requested": int(n_components),
-                "explained_variance_ratio": float(pca.explained_variance_ratio_.sum())}
+                "explained_variance_ratio": float(ratio[k - 1])}
+        if variance is not None:
+            meta["variance_requested"] = float(variance)
         if source:
             meta["source"] = source
-        return cls(pca.components_, pca.mean_, pca.explained_variance_, length, channels, length, meta=meta)
+        return cls(pca.components_[:k], pca.mean_, pca.explained_variance_[:k], length, channels, length,
+                   meta=meta, space=space)
 
     # -------------------------------------------------------------------------------------- decode
     def _shape(self, n: int, length: int) -> tuple:
         return (n, length) if self.channels is None else (n, self.channels, length)
 
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
-        """(W (k, C*fit_length), b (C*fit_length,)): the series before normalisation is ``codes @ W + b``."""
-        return self.components_ * self._scale[:, None], self.mean_
+        """(W (k, C*fit_length), b (C*fit_length,)): the series before normalisation is ``codes @ W + b``.
+
+        With a ``data`` space, in the data's units (before the range clip, which real series never hit).
+        """
+        W, b = self.components_ * self._scale[:, None], self.mean_
+        if self.space is None:
+            return W, b
+        L = self.fit_length
+        s, m = np.repeat(self.space.scale, L), np.repeat(self.space.loc, L)  # flattened (C, L) order
+        return W * s, b * s + m
 
     def __call__(self, codes: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes, dtype=np.float64)
         if codes.ndim != 2 or codes.shape[1] != self.latent_dim:
             raise UserError(f"decoder pca: codes have shape {codes.shape}; expected (n, {self.latent_dim})")
-        W, b = self.linear_map()
+        W, b = self.components_ * self._scale[:, None], self.mean_  # standardised units
         x = (codes @ W + b).reshape(self._shape(len(codes), self.fit_length))
         if self.length != self.fit_length:
             x = resample(x, self.length)
+        if self.space is not None:
+            return self.space.from_standard(x).astype(np.float32)
         return (znormalize(x) if self.normalize else x).astype(np.float32)
 
     def encode(self, series: np.ndarray) -> np.ndarray:
-        """Series (n, [C,] any length) -> whitened scores (n, k): resampled, z-normalised, projected."""
+        """Series (n, [C,] any length) -> whitened scores (n, k): resampled, standardised as in fit, projected."""
         x = np.asarray(series, dtype=np.float64)
         want = 2 if self.channels is None else 3
         if x.ndim == want - 1:
@@ -109,7 +152,12 @@ class PCADecoder:
         if x.ndim != want or (self.channels is not None and x.shape[1] != self.channels):
             raise UserError(f"encode: series have shape {x.shape}; this PCA decoder expects "
                             f"{'(n, length)' if self.channels is None else f'(n, {self.channels}, length)'}")
-        z = znormalize(resample(x, self.fit_length)).reshape(len(x), -1)
+        x = resample(x, self.fit_length)
+        if self.space is not None:
+            z = self.space.to_standard(x)
+        else:
+            z = znormalize(x) if self.normalize else x
+        z = z.reshape(len(x), -1)
         return ((z - self.mean_) @ self.components_.T) / self._scale
 
     # ----------------------------------------------------------------------------------------- I/O
@@ -123,7 +171,8 @@ class PCADecoder:
                  explained_variance_=self.explained_variance_, fit_length=np.array(self.fit_length),
                  channels=np.array(-1 if self.channels is None else self.channels),
                  explained_variance_ratio=np.array(self.meta.get("explained_variance_ratio", np.nan)),
-                 source=np.array(str(self.meta.get("source", ""))))
+                 source=np.array(str(self.meta.get("source", ""))), normalize=np.array(bool(self.normalize)),
+                 space=np.array(json.dumps(self.space.describe()) if self.space is not None else ""))
         return path
 
     @classmethod
@@ -138,8 +187,14 @@ class PCADecoder:
                 meta = {"explained_variance_ratio": float(f["explained_variance_ratio"])}
                 if str(f["source"]):
                     meta["source"] = str(f["source"])
+                space = None
+                if "space" in f and str(f["space"]):
+                    from ..space import StimulusSpace
+
+                    space = StimulusSpace.from_description(str(f["space"]))
+                normalize = bool(f["normalize"]) if "normalize" in f else True  # files before the flag
                 return cls(f["components_"], f["mean_"], f["explained_variance_"], int(f["fit_length"]),
-                           None if ch < 0 else ch, length, meta=meta)
+                           None if ch < 0 else ch, length, normalize=normalize, meta=meta, space=space)
         except UserError:
             raise
         except (OSError, ValueError, KeyError) as e:
@@ -147,5 +202,8 @@ class PCADecoder:
                             "written by PCADecoder.save") from None
 
     def describe(self) -> dict:
-        return {"name": self.name, "length": self.length, "fit_length": self.fit_length,
-                "channels": self.channels, "latent_dim": self.latent_dim, "normalize": self.normalize, **self.meta}
+        d = {"name": self.name, "length": self.length, "fit_length": self.fit_length,
+             "channels": self.channels, "latent_dim": self.latent_dim, "normalize": self.normalize, **self.meta}
+        if self.space is not None:
+            d["space"] = self.space.describe()
+        return d
