@@ -241,3 +241,10 @@ def test_start_from_the_real_series_the_target_likes_best(tmp_path, capsys):
         assert np.corrcoef(r.series[0, member], X[index])[0, 1] > 0.8
     code, _, err = _run(["run", "--optimizer", "random", "--init", "best", "--out", str(tmp_path / "x.zarr")], capsys)
     assert code == 2 and "--init" in err
+
+
+def test_a_noiseless_run_says_nothing_about_measurements(tmp_path, capsys):
+    # the default keeps an incumbent even without noise; measured once, it is simply the best response
+    code = main(["run", "--budget", "60", "--decoder", "basis:8", "--out", str(tmp_path / "r.zarr"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "over 1 presentations" not in out and "incumbent      mean" not in out

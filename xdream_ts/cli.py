@@ -213,7 +213,9 @@ def format_summary(s: dict) -> str:
         f"best score     {f(s['best_score'])}   clean {f(s['best_clean_score'])}",
     ]
     inc = s.get("incumbent")
-    if inc:
+    # one measurement is just the best response: a "mean over 1 presentations" line would claim a robustness
+    # the run never measured
+    if inc and inc.get("measurements", 0) > 1:
         lines.append(f"incumbent      mean {f(inc['mean_score'])} over {inc['measurements']} presentations"
                      f"   clean {f(inc.get('clean_score'))}   (the optimizer's pick: not a lucky draw)")
     if s.get("relative_activation") is not None:
@@ -296,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Subcommands that live beside the code they drive: each module has add_cli(subparsers), which adds
 # its parser and sets `func` (called with the parsed args; returns the exit code). Modules must import
 # their heavy dependencies inside `func`, so `xdream-ts --help` stays fast.
-EXTRA_COMMANDS = ("inspect", "demo", "train_decoder", "compare", "inverse_set", "rig", "sweep", "report")
+EXTRA_COMMANDS = ("inspect", "demo", "train_decoder", "compare", "inverse_set", "rig", "sweep", "report", "watch")
 
 
 def main(argv: list[str] | None = None) -> int:
