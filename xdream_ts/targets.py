@@ -181,7 +181,8 @@ class TargetSpec:
         self.objective = str(self.objective)
         from .objective import Objective
         Objective(self.objective, n_targets=len(self.units))  # an unknown objective fails here, once
-        check_noise(self.noise)
+        from .adapters.simulated import parse_noise
+        parse_noise(self.noise)  # a bad noise spec fails here, once, before any store exists
         self.length = _number(self.length, "length", int, minimum=2)
         self.channels = _number(self.channels, "channels", int, minimum=1)
         self.threads = _number(self.threads, "threads", int, minimum=0, allow_none=False)
@@ -268,24 +269,6 @@ def spec_from_description(desc: dict) -> TargetSpec:
                           layout=desc.get("layout"), tensor_layout=desc.get("tensor_layout"))
     raise UserError("this run store does not record how its target was built (a scorer given in Python): "
                     "rebuild the target yourself")
-
-
-def check_noise(noise) -> None:
-    """A noise spec, checked once where it is given: none, poisson[:SCALE > 0] or gain[:SIGMA >= 0]."""
-    if noise in (None, "", "none"):
-        return
-    kind, _, arg = str(noise).partition(":")
-    if kind not in ("poisson", "gain"):
-        raise UserError(f"unknown noise {noise!r}: use none, poisson[:SCALE] or gain:SIGMA")
-    if arg:
-        try:
-            value = float(arg)
-        except ValueError:
-            raise UserError(f"noise {noise!r}: {arg!r} is not a number; use none, poisson[:SCALE] or gain:SIGMA") from None
-        if kind == "poisson" and not (np.isfinite(value) and value > 0):
-            raise UserError(f"poisson scale must be > 0 (spikes per unit of activation), got {arg}; write poisson[:SCALE]")
-        if kind == "gain" and not (np.isfinite(value) and value >= 0):
-            raise UserError(f"gain noise sigma must be >= 0, got {arg}; write gain:SIGMA, e.g. gain:0.5")
 
 
 def shipped_model() -> str | None:
