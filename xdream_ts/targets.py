@@ -181,8 +181,7 @@ class TargetSpec:
         self.objective = str(self.objective)
         from .objective import Objective
         Objective(self.objective, n_targets=len(self.units))  # an unknown objective fails here, once
-        from .adapters.simulated import parse_noise
-        parse_noise(self.noise)  # a bad noise spec fails here, once, before any store exists
+        check_noise(self.noise)  # a bad noise spec fails here, once, before any store exists
         self.length = _number(self.length, "length", int, minimum=2)
         self.channels = _number(self.channels, "channels", int, minimum=1)
         self.threads = _number(self.threads, "threads", int, minimum=0, allow_none=False)
@@ -269,6 +268,12 @@ def spec_from_description(desc: dict) -> TargetSpec:
                           layout=desc.get("layout"), tensor_layout=desc.get("tensor_layout"))
     raise UserError("this run store does not record how its target was built (a scorer given in Python): "
                     "rebuild the target yourself")
+
+
+def check_noise(noise) -> None:
+    """A noise spec, checked where it is given (none, poisson[:SCALE > 0], gain[:SIGMA >= 0])."""
+    from .adapters.simulated import parse_noise
+    parse_noise(noise)
 
 
 def shipped_model() -> str | None:
