@@ -283,22 +283,31 @@ def test_dynamic_batch_chunking_and_length(models):
     assert OnnxScorer(path, Target(None, 0))(np.zeros((0, 1, 32))).shape == (0,)
 
 
-def test_softmax_refused_logits_work(models):
+def test_softmax_refused_logits_work(models, capsys):
     model, path = models["soft"]
     gemm = _nth(path, "Gemm")
-    for t in (Target(None, 1), Target("out", 1)):
-        with pytest.raises(UserError, match=f"target the logits instead, its input '{gemm}'") as e:
-            OnnxScorer(path, t)
-        assert "never softmax" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UserError, match=f"target the logits instead, its input '{gemm}'") as e:
+        OnnxScorer(path, Target("out", 1))
+    assert "never softmax" in str(e.value) and "\n" not in str(e.value)
     x = _series(4, 1, L)
     model.softmax = False
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(OnnxScorer(path, Target(gemm, 1))(x), logits[:, 1], atol=ATOL)
+    # no tensor named: the default target is the logits before the softmax, said in one line, once
+    capsys.readouterr()
+    for _ in range(2):
+        s = OnnxScorer(path, Target(None, 1))
+        np.testing.assert_allclose(s(x), logits[:, 1], atol=ATOL)
+    err = capsys.readouterr().err
+    assert s.target_names == [f"{gemm}:1@center"]
+    assert len(err.strip().splitlines()) == 1 and f"default target {gemm!r}, the logits before Softmax" in err
     info = inspect_model(path)
     assert info["outputs"][0]["softmax"] and info["outputs"][0]["logits"] == gemm
     assert "out" not in [t["name"] for t in info["tensors"]]
-    assert "softmax: not a target" in format_inspection(info)
+    assert info["default_target"]["name"] == gemm and [t["name"] for t in info["tensors"] if t["default"]] == [gemm]
+    text = format_inspection(info)
+    assert "softmax: not a target" in text and f"default {gemm}" in text
 
 
 def test_dynamo_exporter(tmp_path):

@@ -1,5 +1,6 @@
 """The ONNX graph: loading a model, its declared shapes, pruning it to the tensors a scorer reads,
-which tensors depend on the input, where the time axis of a hidden tensor is, and softmax outputs.
+which tensors depend on the input, where the time axis of a hidden tensor is, softmax outputs, the
+logits fused into a scikit-learn classifier node, and the default target (the logits) when none is named.
 """
 from __future__ import annotations
 
@@ -207,14 +208,58 @@ def prune_to(model: Any, outputs: Sequence[str], vis: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Softmax outputs
+# Softmax outputs, logits, the default target
 # --------------------------------------------------------------------------------------------------
 
-_PASS_OPS = ("Identity", "Cast")
+# Ops a class score passes through unchanged in meaning: a softmax output stays one after them. skl2onnx
+# puts an L1 Normalizer after a classifier's probabilities and a ZipMap (a list of {class: p}) last.
+_PASS_OPS = ("Identity", "Cast", "Normalizer", "ZipMap")
+
+
+# ai.onnx.ml classifiers fuse the last step into the node (``post_transform``): their score output is
+# then a probability with no logits tensor before it. These two have an exact standalone op.
+_POST_TRANSFORM_OPS = {b"SOFTMAX": "Softmax", b"LOGISTIC": "Sigmoid"}
+LOGITS_SUFFIX = "_logits"
+
+
+def expose_logits(model: Any) -> list[str]:
+    """In place: split a classifier node's fused softmax/logistic ``post_transform`` (scikit-learn
+    models exported by skl2onnx: LinearClassifier, SVMClassifier, TreeEnsembleClassifier of gradient
+    boosting) into the node with ``post_transform=NONE``, whose score output becomes the tensor
+    ``SCORES_logits``, and an explicit Softmax/Sigmoid that gives ``SCORES`` as before. The logits then
+    are a tensor like any other, to list, target and store by name. Returns the new tensor names."""
+    import onnx
+
+    g = model.graph
+    taken = {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    nodes, made = [], []
+    for n in g.node:
+        nodes.append(n)
+        if not _is_classifier(n) or len(n.output) < 2:
+            continue
+        attr = next((a for a in n.attribute if a.name == "post_transform"), None)
+        op = _POST_TRANSFORM_OPS.get(attr.s) if attr is not None else None
+        if op is None or not n.output[1]:
+            continue
+        scores = n.output[1]
+        logits = scores + LOGITS_SUFFIX
+        while logits in taken:
+            logits += "_"
+        taken.add(logits)
+        attr.s = b"NONE"
+        n.output[1] = logits
+        kw = {"axis": 1} if op == "Softmax" else {}  # axis 1 of (batch, classes) in every opset's Softmax
+        nodes.append(onnx.helper.make_node(op, [logits], [scores], name=f"{n.name or n.op_type}/{op}", **kw))
+        made.append(logits)
+    if made:
+        del g.node[:]
+        g.node.extend(nodes)
+    return made
 
 
 def softmax_source(name: str, producers: dict[str, Any]) -> tuple[Any, str] | None:
-    """(Softmax node, its input) when ``name`` is a softmax output (through Identity/Cast), else None."""
+    """(Softmax node, its input) when ``name`` is a softmax output (through Identity, Cast, an L1
+    Normalizer or a ZipMap), or the logistic of a classifier's scores; else None."""
     seen = 0
     node = producers.get(name)
     while node is not None and node.op_type in _PASS_OPS and seen < 16:
@@ -222,7 +267,62 @@ def softmax_source(name: str, producers: dict[str, Any]) -> tuple[Any, str] | No
         seen += 1
     if node is not None and node.op_type in SOFTMAX_OPS:
         return node, node.input[0]
+    if node is not None and node.op_type == "Sigmoid" and _is_classifier(producers.get(node.input[0])):
+        return node, node.input[0]  # a classifier's logistic post-transform: probabilities, as a softmax's
     return None
+
+
+def _is_classifier(node: Any) -> bool:
+    return node is not None and node.domain == "ai.onnx.ml" and node.op_type.endswith("Classifier")
+
+
+def _through(name: str, producers: dict[str, Any], ops: tuple[str, ...]) -> str:
+    """Walk back from ``name`` through nodes of ``ops`` (first input), to the tensor before them."""
+    for _ in range(16):
+        node = producers.get(name)
+        if node is None or node.op_type not in ops or not node.input:
+            break
+        name = node.input[0]
+    return name
+
+
+def default_target(graph: Any, vis: dict[str, Any], producers: dict[str, Any], reach: set[str]) -> tuple[str, str | None]:
+    """The tensor a target without a tensor name drives: the model's logits, and why, in words.
+
+    The first graph output that is a floating-point tensor of rank 2 or 3 (an integer ``label``, as
+    scikit-learn exports put first, is skipped), read before a ZipMap (skl2onnx turns class scores into
+    a list of dicts) and before a Softmax (logits, never softmax). The reason is None when that is simply
+    the first output; else a few words on what was chosen instead, for the user to read once.
+    """
+    first = graph.output[0].name if graph.output else None
+    for o in graph.output:
+        name = o.name
+        zipped = producers.get(name) is not None and producers[name].op_type == "ZipMap"
+        name = _through(name, producers, _PASS_OPS)
+        if name not in reach or name not in producers:
+            continue
+        if is_float_tensor(vis.get(name)) is False:
+            continue
+        d = dims(vis.get(name))
+        if d is not None and len(d) not in (2, 3):
+            continue
+        sm = softmax_source(name, producers)
+        if sm is not None:
+            return sm[1], f"the logits before {sm[0].op_type} node {sm[0].name!r} (output {o.name!r})"
+        if name == first:
+            return name, None
+        if zipped or _is_probabilities(name, producers):
+            return name, f"the class probabilities (output {o.name!r}): this model has no logits"
+        return name, f"the first floating-point output (output {o.name!r})"
+    if first is None:
+        raise UserError("the model has no outputs; re-export it with its outputs")
+    return first, None  # nothing fits: the scorer says why the first output cannot be a target
+
+
+def _is_probabilities(name: str, producers: dict[str, Any]) -> bool:
+    # ai.onnx.ml classifiers (TreeEnsembleClassifier, SVMClassifier, ...) give (label, probabilities)
+    node = producers.get(name)
+    return node is not None and node.op_type.endswith("Classifier") and list(node.output).index(name) == 1
 
 
 # --------------------------------------------------------------------------------------------------

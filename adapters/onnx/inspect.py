@@ -10,7 +10,7 @@ import numpy as np
 
 from xdream_ts.errors import UserError
 
-from .graph import (hidden_layout, input_info, load_model, np_dtype, producers, prune_to, reachable_from,
+from .graph import (default_target, expose_logits, hidden_layout, input_info, load_model, np_dtype, producers, prune_to, reachable_from,
                     serialize, softmax_source, time_axes, value_infos, dims as declared_dims)
 from .layouts import TIME_AXIS, fmt_dims, model_shape, rank_message, resolve_layout
 from .sessions import dummy_input, make_session
@@ -25,11 +25,14 @@ def inspect_model(path: str | os.PathLike, length: int | None = None, layout: st
     Shapes come from one forward pass on a dummy input (of the model's length; of ``length``, or 256
     samples, when the model accepts any length), falling back to shape inference when it cannot run.
     Each tensor entry: name, op (the node type that produced it), node, shape (batch dim as 'batch'),
-    kind ('channels-time' or 'features'), layout ('NCL'/'NLC'/None), layout_source, units, time.
+    output (a graph output), default (the default target), kind ('channels-time' or 'features'),
+    layout ('NCL'/'NLC'/None), layout_source, units, time. ``default_target``: the tensor a target
+    without a tensor name drives (the logits) and why, when it is not simply the first output.
     """
     import onnx
 
     model, sha, p = load_model(path)
+    expose_logits(model)
     vis = value_infos(model)
     g = model.graph
     inp = input_info(model)
@@ -45,6 +48,7 @@ def inspect_model(path: str | os.PathLike, length: int | None = None, layout: st
         spec, layout_error = None, str(e)
 
     reach = reachable_from(g, inp["name"])
+    default, default_why = default_target(g, vis, prod, reach)
     out_names = [o.name for o in g.output]
     cand = []
     for n in g.node:
@@ -109,7 +113,7 @@ def inspect_model(path: str | os.PathLike, length: int | None = None, layout: st
             continue
         node = prod[o]
         entry: dict[str, Any] = {"name": o, "op": node.op_type, "node": node.name,
-                                 "shape": ["batch"] + list(shp[1:]), "output": o in out_names}
+                                 "shape": ["batch"] + list(shp[1:]), "output": o in out_names, "default": o == default}
         if len(shp) == 2:
             entry.update(kind="features", layout=None, layout_source=None, units=shp[1], time=None)
         else:
@@ -139,6 +143,7 @@ def inspect_model(path: str | os.PathLike, length: int | None = None, layout: st
                   "layout_error": layout_error},
         "outputs": outputs,
         "tensors": tensors,
+        "default_target": {"name": default, "why": default_why},
         "note": note,
     }
 
@@ -163,6 +168,9 @@ def format_inspection(info: dict) -> str:
         if o["softmax"]:
             s += f"  softmax: not a target, use its input {o['logits']!r} (logits)"
         lines.append(s)
+    dflt = info.get("default_target") or {}
+    if dflt.get("name"):
+        lines.append(f"default {dflt['name']}  (the target when none is named: {dflt.get('why') or 'the first output'})")
     if info.get("note"):
         lines.append(f"note    {info['note']}")
     lines.append("")
@@ -172,7 +180,8 @@ def format_inspection(info: dict) -> str:
         lay = t["layout"] or "-"
         if t["layout_source"] in ("shape", "default"):
             lay += "?"  # guessed: override with tensor_layout if wrong
-        rows.append((t["name"] + ("  [output]" if t["output"] else ""), t["op"], fmt_dims(t["shape"]), lay,
+        mark = ("  [output]" if t["output"] else "") + ("  [default]" if t.get("default") else "")
+        rows.append((t["name"] + mark, t["op"], fmt_dims(t["shape"]), lay,
                      str(t["units"]), "-" if t["time"] is None else str(t["time"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for i, r in enumerate(rows):

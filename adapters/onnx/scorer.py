@@ -8,6 +8,7 @@ import difflib
 import math
 import os
 import re
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -16,8 +17,8 @@ from xdream_ts.errors import UserError
 from xdream_ts.objective import Objective
 from xdream_ts.targets import Target, as_targets
 
-from .graph import (dims, hidden_layout, input_info, load_model, producers, prune_to, reachable_from, serialize,
-                    softmax_source, time_axes, value_infos)
+from .graph import (default_target, dims, expose_logits, hidden_layout, input_info, load_model, producers, prune_to,
+                    reachable_from, serialize, softmax_source, time_axes, value_infos)
 from .layouts import TIME_AXIS, fmt_dims, model_shape, resolve_layout, to_layout
 from .sessions import dummy_input, make_session
 
@@ -60,6 +61,7 @@ class OnnxScorer:
         self._requested_providers = providers
 
         model, self.sha256, self.model_path = load_model(model_path)
+        expose_logits(model)  # before the shapes: the logits tensors it makes need theirs
         vis = value_infos(model)
         g = model.graph
         inp = input_info(model)
@@ -76,11 +78,14 @@ class OnnxScorer:
         # resolve tensor names, refuse softmax, check they depend on the input
         prod = producers(g)
         reach = reachable_from(g, self.input_name)
-        first_out = g.output[0].name
         targetable = [o for n in g.node for o in n.output if o and o in reach]
         resolved = []
         for t in self.targets:
-            name = t.layer if t.layer is not None else first_out
+            name = t.layer
+            if name is None:
+                name, why = default_target(g, vis, prod, reach)
+                if why is not None:
+                    _say_once((self.sha256, name), f"default target {name!r}, {why}; name another with --layer")
             if name == self.input_name:
                 raise UserError(
                     f"tensor {name!r} is the model input, not a unit of the model; "
@@ -100,8 +105,13 @@ class OnnxScorer:
             sm = softmax_source(name, prod)
             if sm is not None:
                 raise UserError(
-                    f"tensor {name!r} is the output of {sm[0].op_type} node {sm[0].name!r}: softmax saturates and couples "
+                    f"tensor {name!r} comes out of {sm[0].op_type} node {sm[0].name!r}: softmax saturates and couples "
                     f"the units, target the logits instead, its input {sm[1]!r} (logits, never softmax)"
+                )
+            if prod[name].op_type == "ZipMap":
+                raise UserError(
+                    f"tensor {name!r} is a ZipMap output (a list of {{class: probability}} maps, not a tensor): "
+                    f"target its input {prod[name].input[0]!r}"
                 )
             resolved.append(name)
         self._resolved = resolved
@@ -317,6 +327,16 @@ class OnnxScorer:
     def __repr__(self) -> str:
         return (f"OnnxScorer({self.model_path.name!r}, targets={self.target_names}, objective={self.objective_name!r}, "
                 f"providers={self.providers})")
+
+
+_SAID: set = set()
+
+
+def _say_once(key: Any, line: str) -> None:
+    # The CLI builds a target more than once (the scorer, its clean twin, a resume): one line is enough.
+    if key not in _SAID:
+        _SAID.add(key)
+        print(f"xdream-ts: {line}", file=sys.stderr)
 
 
 def _close_names(name: str, names: Sequence[str], n: int = 3) -> list[str]:
