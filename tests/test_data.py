@@ -213,6 +213,14 @@ def test_unknown_and_missing(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros(5))
     with pytest.raises(UserError, match=r"expected \(n, length\) or \(n, channels, length\)"):
         load_dataset(tmp_path / "bad.npy")
+    np.save(tmp_path / "obj.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match="cannot read .*obj.npy.*no object arrays"):
+        load_dataset(tmp_path / "obj.npy")
+    (tmp_path / "Two").mkdir()
+    (tmp_path / "Two" / "Two_TRAIN.ts").write_text(TS_HEADER + "1,2:3,4:a\n")
+    (tmp_path / "Two" / "Two_TEST.ts").write_text(TS_HEADER + "1,2:3,4:a\n?:5:b\n")
+    with pytest.raises(UserError, match=r"Two_TEST.ts, line 11: channel 1 has no values"):
+        load_dataset(tmp_path / "Two")  # the second file's line, after stacking the splits
 
 
 @pytest.mark.skipif(not (SHARED_UEA / "JapaneseVowels").is_dir(), reason=f"UEA files not available at {SHARED_UEA}")

@@ -376,8 +376,8 @@ def _assemble(P: np.ndarray, y, source: str, length: int | None, lines=None, fol
     has = observed.any(axis=-1)
     if not has.all():
         i, k = map(int, np.argwhere(~has)[0])
-        at = f"line {lines[i]}" if lines is not None else f"series {i}"
-        raise UserError(f"{source}, {at}: channel {k + 1} has no values (all missing); every series needs at "
+        at = lines[i] if lines is not None else f"{source}, series {i + 1}"
+        raise UserError(f"{at}: channel {k + 1} has no values (all missing); every series needs at "
                         "least one observed value per channel")
     znorm = _is_znormalized(P)
     # observed length per (series, channel): up to the last observed value; what follows is padding
@@ -596,17 +596,17 @@ def read_array_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | N
 
 
 def _read_file(path: Path):
-    """(P, y, lines or None) of one file, by its suffix."""
+    """(P, y, where) of one file, by its suffix; where[i] says where series i is ('FILE, line N')."""
     name = path.name.lower()
     if name.endswith((".tsv", ".tsv.gz")):
         X, y = read_ucr_file(path)
-        return X.astype(np.float64)[:, None, :], y, None
-    if name.endswith((".ts", ".ts.gz")):
-        return read_ts_file(path)
-    if name.endswith((".csv", ".csv.gz")):
-        return read_csv_file(path)
+        return X.astype(np.float64)[:, None, :], y, [f"{path}, series {i + 1}" for i in range(len(X))]
+    if name.endswith((".ts", ".ts.gz", ".csv", ".csv.gz")):
+        P, y, lines = (read_ts_file if name.endswith((".ts", ".ts.gz")) else read_csv_file)(path)
+        return P, y, [f"{path}, line {n}" for n in lines]
     if name.endswith((".npy", ".npz")):
-        return (*read_array_file(path), None)
+        X, y = read_array_file(path)
+        return X, y, [f"{path}, series {i + 1}" for i in range(len(X))]
     raise UserError(f"{path}: unknown data format; use UCR .tsv[.gz], UEA/sktime .ts[.gz], .npy, .npz or .csv")
 
 
@@ -628,8 +628,7 @@ def _concat(parts, source: str):
         y = np.concatenate([y.astype(np.float64 if all(v.dtype.kind in "if" for v in ys) else str) for y in ys])
     else:
         y = np.concatenate(ys)
-    # line numbers only help within one file; past the first they would mislead
-    return P, y, None
+    return P, y, [w for p in parts for w in p[2]]
 
 
 def _find(target: Path, raw: str, split: str | None) -> tuple[list[Path], str]:
@@ -659,7 +658,7 @@ def _find(target: Path, raw: str, split: str | None) -> tuple[list[Path], str]:
                 looked.append(f"${ENV_VAR} (not set)")
             for folder in folders:
                 for cand in (folder / raw, folder):
-                    if any(_split_file(cand, raw, s, _DATA_SUFFIXES) for s in SPLITS) if cand.is_dir() else False:
+                    if cand.is_dir() and any(_split_file(cand, raw, s, _DATA_SUFFIXES) for s in SPLITS):
                         found = (cand, raw)
                         break
                     looked.append(f"{cand}/{raw}_TRAIN|TEST.tsv|ts[.gz]")

@@ -69,6 +69,7 @@ def _load_cached(path: Path, key: str, length: int | None):  # length: the outpu
 def _save(decoder: PCADecoder, dirs: list[Path], name: str, key: str) -> Path | None:
     """Write to the first writable folder; atomically, since sweep tasks may fit the same data at once."""
     for d in dirs:
+        tmp = None
         try:
             d.mkdir(parents=True, exist_ok=True)
             tmp = d / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.npz"
@@ -79,12 +80,12 @@ def _save(decoder: PCADecoder, dirs: list[Path], name: str, key: str) -> Path | 
             np.savez(tmp, cache_format=np.array(CACHE_FORMAT), cache_key=np.array(key), **arrays)
             os.replace(tmp, d / name)
             return d / name
-        except OSError:
-            try:
-                tmp.unlink(missing_ok=True)
-            except (OSError, UnboundLocalError):
-                pass
-            continue
+        except OSError:  # not writable (or full): try the next folder
+            if tmp is not None:
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
     return None
 
 
