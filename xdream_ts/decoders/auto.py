@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..space import StimulusSpace
+from ..space import MARGIN, StimulusSpace
 from .pca import PCADecoder
 
 MAX_COMPONENTS = 64
@@ -50,7 +50,7 @@ def _cache_dirs(dataset, cache_dir) -> list[Path]:
     return dirs
 
 
-def _load_cached(path: Path, key: str, length: int | None):  # length: the output length to resample to
+def _load_cached(path: Path, key: str):
     """The cached decoder, or None when the file is absent, foreign or unreadable (then it is refitted)."""
     if not path.is_file():
         return None
@@ -61,7 +61,7 @@ def _load_cached(path: Path, key: str, length: int | None):  # length: the outpu
     except (OSError, ValueError, EOFError):
         return None
     try:
-        return PCADecoder.load(path, length=length)
+        return PCADecoder.load(path)
     except UserError:
         return None
 
@@ -73,11 +73,7 @@ def _save(decoder: PCADecoder, dirs: list[Path], name: str, key: str) -> Path | 
         try:
             d.mkdir(parents=True, exist_ok=True)
             tmp = d / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.npz"
-            decoder.save(tmp)
-            # add the cache stamp to the decoder's own file
-            with np.load(tmp, allow_pickle=False) as f:
-                arrays = dict(f)
-            np.savez(tmp, cache_format=np.array(CACHE_FORMAT), cache_key=np.array(key), **arrays)
+            decoder.save(tmp, cache_format=CACHE_FORMAT, cache_key=key)
             os.replace(tmp, d / name)
             return d / name
         except OSError:  # not writable (or full): try the next folder
@@ -101,8 +97,6 @@ def fit_data_decoder(dataset, cache_dir=None, max_components: int = MAX_COMPONEN
     The decoder's ``space`` (None for ``znorm``) and ``describe()["space"]`` say which space it is in;
     ``describe()["cache"]`` where the fit is stored and ``["cached"]`` whether it was loaded from there.
     """
-    from ..space import MARGIN
-
     margin = MARGIN if margin is None else float(margin)
     if length:
         # fit at the model's length, so the decoder stays linear with no resampling (dream, inverse sets)
@@ -117,7 +111,7 @@ def fit_data_decoder(dataset, cache_dir=None, max_components: int = MAX_COMPONEN
     name = f"pca-{key}.npz"
     dirs = _cache_dirs(dataset, cache_dir)
     for d in dirs:
-        dec = _load_cached(d / name, key, None)
+        dec = _load_cached(d / name, key)
         if dec is not None:
             return _stamp(dec, dataset, d / name, cached=True)
     space = StimulusSpace.fit(dataset, margin=margin)

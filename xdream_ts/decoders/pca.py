@@ -161,8 +161,8 @@ class PCADecoder:
         return ((z - self.mean_) @ self.components_.T) / self._scale
 
     # ----------------------------------------------------------------------------------------- I/O
-    def save(self, path) -> Path:
-        """Write an .npz (arrays only, loadable with allow_pickle=False)."""
+    def save(self, path, **extra) -> Path:
+        """Write an .npz (arrays only, loadable with allow_pickle=False); ``extra`` arrays are stored too."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
@@ -172,7 +172,8 @@ class PCADecoder:
                  channels=np.array(-1 if self.channels is None else self.channels),
                  explained_variance_ratio=np.array(self.meta.get("explained_variance_ratio", np.nan)),
                  source=np.array(str(self.meta.get("source", ""))), normalize=np.array(bool(self.normalize)),
-                 space=np.array(json.dumps(self.space.describe()) if self.space is not None else ""))
+                 space=np.array(json.dumps(self.space.describe()) if self.space is not None else ""),
+                 **{k: np.asarray(v) for k, v in extra.items()})
         return path
 
     @classmethod
