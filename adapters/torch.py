@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from xdream_ts.errors import UserError
+from xdream_ts.errors import UserError, require_torch
 
 from xdream_ts.objective import Objective
 # one Target type for both scorers, so a target written for ONNX works here unchanged
@@ -73,7 +73,7 @@ class TorchScorer:
                  batch_size: int | None = None, *, length: int | None = None, channels: int | None = None,
                  layout: str = "NCL", tensor_layout: str | dict = "NCL", layer_names: dict | None = None,
                  threads: int | None = None, name: str = "torch", _describe_extra: dict | None = None):
-        import torch
+        torch = require_torch("the torch scorer")
 
         if threads is not None:
             if not isinstance(threads, (int, np.integer)) or threads < 1:
@@ -125,6 +125,8 @@ class TorchScorer:
         """The shipped FordA ResNet (``xdream_ts.reference``), targets named as in its ONNX file
         (``'block2/out'``, ``'gap'``, ``'logits'``, ...), so a target means the same unit in both scorers.
         A target without a layer is the logits."""
+        # asked before the torch weights load, so that the one line names what needed torch
+        require_torch("the torch twin of the shipped model (--optimizer dream, gradient inverse sets)")
         from xdream_ts import reference as ref
 
         model = ref.load_reference_torch()
@@ -140,6 +142,8 @@ class TorchScorer:
                   threads: int | None = None) -> "TorchScorer":
         """Convert an ONNX model to torch with onnx2torch (optional; it pulls in torchvision) and target
         it by its ONNX tensor names. Layout is taken as NCL; for another, build the module yourself."""
+        # else onnx2torch's own import error would say to install onnx2torch
+        require_torch("converting an ONNX model to torch (--optimizer dream)")
         try:
             from onnx2torch import convert
         except ImportError:

@@ -78,7 +78,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, require_torch
 
 FORMAT = "xdream_ts.inverse_set/1"
 METHODS = ("auto", "gradient", "free")
@@ -684,6 +684,8 @@ def inverse_set(decoder, scorer, constraints, n: int = 500, method: str = "auto"
     features = _Features(feature_fn)
     budget = int(budget) if budget is not None else max(50 * n, 5000) * repeats
 
+    if method == "gradient":  # torch is an extra: say how to get it before anything is built
+        require_torch("the gradient inverse-set sampler (method 'gradient')")
     tdec = None
     why_not = None
     if method in ("auto", "gradient"):

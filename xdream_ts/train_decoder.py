@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, require_torch
 from .series import resample, znormalize
 
 FORMAT = "xdream_ts.vae/1"
@@ -163,7 +163,7 @@ def train_decoder(data, out_dir, latent_dim: int = 64, length: int | None = None
 
     Returns the dict written to decoder.json (plus ``out_dir``).
     """
-    import torch
+    torch = require_torch("train-decoder")
 
     from .decoders.vae import VAEConfig, build_vae, calibrate_prior, vae_loss
 

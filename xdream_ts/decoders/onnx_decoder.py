@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, require_torch
 from ..series import resample, znormalize
 
 DEFAULT_DECODER_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_decoder"
@@ -161,7 +161,8 @@ class OnnxDecoder:
         if not weights.is_file() or not arch:
             raise UserError(f"{self.folder} has no weights.pt/decoder.json architecture; a gradient-based "
                             "optimizer needs a decoder trained by 'xdream-ts train-decoder'")
-        import torch
+        # a UserError, not an ImportError, without torch: encode() then falls back to CMA-ES
+        torch = require_torch("a gradient through the decoder")
 
         from .vae import VAEConfig, build_vae, resampled_module
 

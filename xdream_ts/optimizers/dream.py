@@ -44,7 +44,7 @@ import math
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, require_torch
 from ._base import BaseOptimizer
 
 _REFUSE = ("dream needs gradients: the scorer {what} has none (an ONNX model without onnx2torch, a remote "
@@ -237,6 +237,7 @@ class Dream(BaseOptimizer):
     # ---- binding -----------------------------------------------------------------------------------
     def bind(self, decoder, scorer) -> "Dream":
         """Attach the differentiable decoder and scorer; refuse, in one line, when either has no gradients."""
+        require_torch("Sequence Dreaming (--optimizer dream)")  # torch is an extra; bind comes before any gradient
         if not callable(getattr(scorer, "torch_forward", None)):
             what = getattr(scorer, "name", None) or type(scorer).__name__
             raise UserError(_REFUSE.format(what=repr(what)))
