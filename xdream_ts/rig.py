@@ -482,6 +482,11 @@ def create_app(config: RigConfig, tick_s: float = 0.1):
             except RigError as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from None
 
+    # The live view (xdream_ts/watch.py) of this run store, under /watch: the page of `xdream-ts watch OUT`,
+    # reading the store from disk like any other watcher (no lock shared with the search), same token.
+    from .watch import create_app as create_watch_app
+    app.mount("/watch", create_watch_app(search.path, token=token, wait=True))
+
     app.state.search = search
     app.state.lock = lock
     return app
