@@ -21,7 +21,8 @@ def test_plain_lines_off_a_terminal(capsys):
     bar.close()  # closing twice says nothing more
     lines = _lines(capsys.readouterr().err)
     assert len(lines) == PLAIN_LINES and lines[-1].startswith("run: 3000/3000 pres (100%)")
-    assert lines[0].startswith("run: 300/3000 pres (10%)") and lines[0].endswith("gen 14 best 1.4")  # postfix of that step
+    assert lines[0].startswith("run: 300/3000 pres (10%)")
+    assert lines[0].endswith("gen 14 best 1.4")  # the postfix set right after that step's update
     # a resumed task counts its tenths from where it starts; an early stop still ends with a line
     with progress_bar(total=60, unit="epoch", desc="train", initial=30) as bar:
         for _ in range(10):
