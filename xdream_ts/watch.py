@@ -539,8 +539,12 @@ def cmd_watch(args) -> int:
         suffix = f"#token=<the token in ${args.token_env}>" if token else ""
         print(f"watch: {args.source} at {url}{suffix} (Ctrl-C to stop)", flush=True)
 
-    serve(args.source, host=args.host, port=args.port, token=token, reference_data=args.reference_data,
-          interval_s=args.interval, wait=args.wait, announce=announce)
+    try:
+        serve(args.source, host=args.host, port=args.port, token=token, reference_data=args.reference_data,
+              interval_s=args.interval, wait=args.wait, announce=announce)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping a view is a normal exit
+        pass
+    print("watch: stopped (the store was only read)", flush=True)
     return 0
 
 
