@@ -233,7 +233,7 @@ def test_start_from_the_real_series_the_target_likes_best(tmp_path, capsys):
     from xdream_ts.loop import load_run
     from xdream_ts.reference import sample_series
     r = load_run(out_dir)
-    info = r.config["cli"]["init_info"]
+    info = r.config["init_info"]  # where the run started from (--init or --data)
     assert info["which"] == "best" and info["n"] == 5 and info["ranked"] == 300
     X = sample_series()[0]
     # the first members of generation 0 are the encoded best real series, in rank order

@@ -29,7 +29,7 @@ RUN_DEFAULTS = {
     "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
     "layout": None, "threads": 1, "length": None, "neuron_seed": 0, "progress": True, "reference": None,
     "target": None, "objective": "sum", "providers": None, "tensor_layout": None, "optimizer_params": None,
-    "init": None, "init_data": None, "init_n": None,
+    "init": None, "init_data": None, "init_n": None, "data": None,
     # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
     "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
@@ -47,7 +47,11 @@ def _add_run(sub):
     p.add_argument("--param", action="append", metavar="KEY=VALUE", dest="optimizer_params",
                    help="an optimizer parameter, e.g. population_size=60 or sigma0=0.5 (repeatable; TOML: a table "
                         "[optimizer_params]); a wrong name lists the ones the optimizer takes")
-    p.add_argument("--decoder", help="identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, or a trained decoder folder")
+    p.add_argument("--data", help="the model's real series (UCR .tsv[.gz], UEA .ts[.gz], .npy/.npz, CSV, or a folder): "
+                                  "they set the stimulus space (their units, or z-normalised if they are), the "
+                                  "decoder (auto), the start and the reference maximum")
+    p.add_argument("--decoder", help="auto (default: fitted on --data, else the shipped prior), identity, basis[:N], "
+                                     "pca:FILE.npz, pca:DATA[:K], default, or a trained decoder folder")
     p.add_argument("--budget", type=int, help="presentations (each repeat counts), default 3000")
     p.add_argument("--init", choices=("best", "middle", "worst"),
                    help="start from the real series the target scores best / middle / worst (XDream Fig. 3c), "
@@ -123,10 +127,9 @@ def _parse_param(text: str) -> tuple[str, object]:
 
 
 def cmd_run(args) -> int:
-    from .decoders import default_decoder_spec, make_decoder
-    from .loop import run
-    from .protocols import Reporting, shape_of
-    from .targets import TargetSpec, build
+    from .loop import prepare, run
+    from .protocols import Reporting
+    from .targets import TargetSpec, build, is_shipped
 
     opts = resolve_run_options(args)
     spec = TargetSpec.from_options(opts)
@@ -140,11 +143,6 @@ def cmd_run(args) -> int:
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create its folder ({exc.strerror}); choose a writable place") from None
     optimizer, params = opts["optimizer"], dict(opts["optimizer_params"])
-    target = build(spec, differentiable=optimizer == "dream")
-    scorer = target.scorer
-    length, channels = shape_of(scorer)
-    decoder = make_decoder(opts["decoder"] or default_decoder_spec(), length=length or opts["length"],
-                           channels=channels)
     if optimizer == "dream":
         # a start where the unit is silent (ReLU) has no gradient to follow: draw it again. Off in the
         # library (the committed Sequence Dreaming results ran without it), on for someone at the shell.
@@ -154,41 +152,54 @@ def cmd_run(args) -> int:
         if "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
                             "genetic, cmaes, fdgd, nes or ng:NAME")
-        params["init"], opts["init_info"] = start_codes(opts, spec, scorer, decoder)
+    target = build(spec, differentiable=optimizer == "dream")
+    scorer = target.scorer
+    if spec.data is None and not is_shipped(spec):
+        print("xdream-ts: stimuli are z-normalised per series; --data (the model's real series) sets the model's "
+              "own units and starts the search from them", file=sys.stderr)
+    decoder, params, config = prepare(target, opts["decoder"] or "auto", optimizer, params,
+                                      {"cli": {k: v for k, v in opts.items() if k != "progress"}}, store=out,
+                                      resume=opts["resume"], seed=opts["seed"])
+    if opts["init"] and not opts["resume"]:
+        params["init"], config["init_info"] = start_codes(opts, target, decoder)
     result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, optimizer_params=params, budget=opts["budget"],
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
-                 progress=opts["progress"], reference_max=target.reference_max,
-                 config={"cli": {k: v for k, v in opts.items() if k != "progress"}, "target": spec.to_dict()})
+                 progress=opts["progress"], reference_max=target.reference_max, config=config)
     print(format_summary(result.summary()))
     if isinstance(scorer, Reporting):  # a remote endpoint: requests, retries, series lost and why
         print(scorer.report())
     return 0
 
 
-def start_codes(opts: dict, spec, scorer, decoder):
+def start_codes(opts: dict, target, decoder):
     """Codes of the real series the target scores best / middle / worst (--init), and a note for the store.
 
     The real series are shown to the target once each to rank them; those presentations are not part of
     the search's budget (XDream ranks its initial images the same way) and are recorded in the config.
+    The series: --init-data, else the run's --data, else the shipped FordA sample for the shipped model.
     """
     import numpy as np
 
     from .decoders.encode import initial_codes
     from .series import resample, znormalize
+    from .targets import is_shipped, start_from_data
+    n = int(opts["init_n"] or 20)
+    if not opts["init_data"] and target.data is not None:
+        if not 1 <= n <= len(target.real_index):
+            raise UserError(f"--init-n must be between 1 and the {len(target.real_index)} series of --data, got {n}")
+        return start_from_data(target, decoder, n, opts["init"], seed=int(opts["seed"]))
     if opts["init_data"]:
         from .analysis import load_reference_data
         X, source = load_reference_data(opts["init_data"]), str(opts["init_data"])
     else:
-        from .targets import is_shipped
-        if not is_shipped(spec):
-            raise UserError("--init needs real series of the target's data: pass --init-data (a UCR folder, name "
-                            "or .tsv)")
+        if not is_shipped(target.spec):
+            raise UserError("--init needs real series of the target's data: pass --data (or --init-data)")
         from .reference import sample_series
         X, source = sample_series()[0], "shipped FordA sample"
+    scorer = target.clean
     length = getattr(scorer, "length", None)
     if length and X.shape[-1] != length:
         X = znormalize(resample(X, int(length)))
-    n = int(opts["init_n"] or 20)
     if not 1 <= n <= len(X):
         raise UserError(f"--init-n must be between 1 and the {len(X)} series of {source}, got {n}")
     scores = np.asarray(scorer(X), dtype=np.float64)

@@ -465,11 +465,11 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
     """
     from .targets import TargetSpec, build
     if isinstance(scorer, TargetSpec):
-        spec = scorer
-        built = build(spec, differentiable=getattr(optimizer, "needs_gradients", False) or optimizer == "dream")
+        built = build(scorer, differentiable=getattr(optimizer, "needs_gradients", False) or optimizer == "dream")
+        decoder, optimizer_params, config = prepare(built, decoder, optimizer, optimizer_params, config, store,
+                                                    resume, seed)
         scorer = built.scorer
         reference_max = built.reference_max if reference_max is None else reference_max
-        config = {"target": spec.to_dict(), **(config or {})}
     session = Session(decoder, scorer, optimizer, budget, repeats=repeats, seed=seed, store=store, resume=resume,
                       chunk_size=chunk_size, reference_max=reference_max, config=config, write_behind=write_behind,
                       optimizer_params=optimizer_params)
@@ -485,6 +485,38 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         session.close()
         bar.close()
     return session.finish()
+
+
+START_FROM_DATA = 10  # encoded real series in the first generation when the data are known
+
+
+def prepare(built, decoder, optimizer, optimizer_params: dict | None, config: dict | None, store=None,
+            resume: bool = False, seed: int | None = 0):
+    """What the data decide, for a built target (``xdream_ts.targets.build``): the decoder ('auto' or a
+    name is made for the target's shape, fitted on its data when given, cached beside the store), the
+    start (the encoded real series that drive the target hardest, when the optimizer takes start codes),
+    and the config recording the spec and the stimulus space. Returns (decoder, optimizer_params, config)."""
+    import inspect
+
+    from .decoders import make_decoder
+    from .optimizers import optimizer_class
+    length, channels = shape_of(built.scorer)
+    params = dict(optimizer_params or {})
+    config = {**(config or {}), "target": built.spec.to_dict()}
+    if isinstance(decoder, str):
+        cache = Path(store).parent if store is not None else None
+        decoder = make_decoder(decoder, length=length or built.spec.length, channels=channels, data=built.data,
+                               cache_dir=cache)
+    if built.data is None:
+        return decoder, params, config
+    config["data"] = {**built.data.describe(), "space": "znorm" if built.data.znormalized else "data",
+                      "best_real_score": float(np.nanmax(built.real_scores))}
+    takes_init = isinstance(optimizer, str) and "init" in inspect.signature(
+        optimizer_class(optimizer).__init__).parameters
+    if takes_init and "init" not in params and not resume:
+        from .targets import start_from_data
+        params["init"], config["init_info"] = start_from_data(built, decoder, START_FROM_DATA, seed=int(seed or 0))
+    return decoder, params, config
 
 
 def _incumbent_record(optimizer, result: Run) -> dict | None:

@@ -298,6 +298,9 @@ class BuiltTarget:
     scorer: Any
     clean: Any
     reference_max: float | None
+    data: Any = None                 # the model's real series (xdream_ts.data.Dataset), when given
+    real_scores: Any = None          # the clean objective of data.X[real_index], scored in one batch
+    real_index: Any = None           # which series were scored (all of them, or a sample of large data)
 
     def twin(self):
         """A differentiable (torch) scorer of the same units: the shipped model's torch copy, any ONNX
@@ -328,8 +331,41 @@ def build(spec: TargetSpec, *, differentiable: bool = False, reuse: bool = False
                                 gain=spec.gain)
     else:
         clean = _onnx_scorer(spec, reuse)
-    return BuiltTarget(spec=spec, scorer=with_noise(clean, spec.noise, seed=spec.noise_seed), clean=clean,
-                       reference_max=reference_maximum(spec, clean))
+    built = BuiltTarget(spec=spec, scorer=with_noise(clean, spec.noise, seed=spec.noise_seed), clean=clean,
+                        reference_max=reference_maximum(spec, clean))
+    if spec.data is not None:
+        _score_data(built)
+    return built
+
+
+DATA_SCORED = 2000  # real series scored up front at most (a seeded sample of larger data sets)
+
+
+def _score_data(built: BuiltTarget) -> None:
+    """Load the model's data at the model's length, score them in one batch (cleanly), and let the best
+    real response be the reference maximum unless the user gave one."""
+    from .data import load_dataset
+    from .objective import Objective
+    from .protocols import shape_of
+    import sys
+
+    length, channels = shape_of(built.clean)
+    data = load_dataset(built.spec.data, length=length)
+    for note in data.notes:
+        print(f"xdream-ts: {note}", file=sys.stderr)
+    if channels is not None and int(channels) != data.channels:
+        raise UserError(f"{data.source} has {data.channels} channel(s) but the model takes {channels}; "
+                        "pass data with the model's channels")
+    idx = np.arange(data.n)
+    if data.n > DATA_SCORED:
+        idx = np.sort(np.random.default_rng(0).choice(data.n, DATA_SCORED, replace=False))
+    scores = np.asarray(built.clean(data.squeeze()[idx]), dtype=np.float64)
+    if scores.ndim == 2:
+        scores = Objective(built.spec.objective)(scores)
+    built.data, built.real_scores, built.real_index = data, scores, idx
+    if built.spec.reference is None and np.isfinite(scores).any() and np.nanmax(scores) > 0:
+        # relative activation against the user's own data: the best real response, from this same batch
+        built.reference_max = float(np.nanmax(scores))
 
 
 def _onnx_scorer(spec: TargetSpec, reuse: bool):
@@ -381,6 +417,19 @@ def reference_maximum(spec: TargetSpec, clean=None) -> float | None:
         return None
     t = spec.units[0]
     return lookup_reference_max(t.layer, t.unit, t.position)
+
+
+def start_from_data(built: BuiltTarget, decoder, n: int, which: str = "best", seed: int = 0):
+    """(codes (n, d), note for the store): the ``n`` real series the target scores best (or middle /
+    worst), encoded by ``decoder``, best first. Uses the scores ``build`` took of the data."""
+    from .decoders.encode import initial_codes
+    if built.data is None:
+        raise UserError("no data to start from: give the model's real series (--data)")
+    X = built.data.squeeze()[built.real_index]
+    n = max(1, min(int(n), int(np.isfinite(built.real_scores).sum())))
+    codes, idx = initial_codes(decoder, X, built.real_scores, n, which, seed=int(seed), return_indices=True)
+    return codes, {"which": which, "n": n, "source": built.data.source, "ranked": int(len(X)),
+                   "indices": [int(built.real_index[i]) for i in idx]}
 
 
 def is_shipped(spec: TargetSpec) -> bool:

@@ -64,7 +64,9 @@ class DefaultOptimizer(BaseOptimizer):
     mean_rate        the mean moves this many times the angle to the recombined point (1.5)
     explore          fraction of the budget spent sampling uniformly on the sphere first (0.15)
     snapshot_every   noisy targets: generations between snapshots of the centre (10)
-    init             a start code (e.g. an encoded real series): its direction replaces exploration
+    init             start codes (e.g. encoded real series, best first): the first generation shows them as
+                     they are (filled up with samples around the first), and the first's direction
+                     replaces exploration
     """
 
     name = "default"
@@ -103,7 +105,8 @@ class DefaultOptimizer(BaseOptimizer):
         if self.snapshot_every < 1:
             raise UserError(f"default optimizer: snapshot_every must be >= 1, got {snapshot_every}")
 
-        start = None if init is None else np.asarray(init, dtype=np.float64).reshape(-1, self.dim)[0]
+        seeds = None if init is None else np.asarray(init, dtype=np.float64).reshape(-1, self.dim)[: self.population_size]
+        start = None if seeds is None else seeds[0]
         if start is not None and np.linalg.norm(start) > 0:
             self.explore_fraction, self.explore = 0.0, 0  # a given start replaces exploration
         else:
@@ -122,6 +125,14 @@ class DefaultOptimizer(BaseOptimizer):
         self.incumbent_index = -1
         self.snapshot_index = -1
         self.pending, self.layout = self._propose()
+        if seeds is not None and np.linalg.norm(start) > 0:
+            # The start codes themselves (encoded real series, best first) are the first generation, as they
+            # are: a search that starts from the data never reports less than the best real series it started
+            # from. The best one stands where the centre would, so it becomes the first candidate.
+            k = len(seeds)
+            fresh = self.pending[: max(0, self.population_size - k)]
+            self.pending = np.concatenate([fresh, seeds[1:], seeds[:1]])
+            self.layout = np.array([self.population_size - 1 if not self.noisy else self.population_size], dtype=np.int64)
 
     # ---- sampling ---------------------------------------------------------------------------------
     @property
