@@ -8,6 +8,9 @@ Two protocols:
       {"inputs": [{"name": INPUT, "shape": [n, (channels,) length], "datatype": "FP32", "data": [...]}],
        "outputs": [{"name": OUTPUT}]}
 
+  in the layout the model's metadata declares (``[-1, 427, 1]`` is channels-last: ``[n, 427, 1]``),
+  read by the ONNX scorer's rules; ``layout=`` settles an ambiguous shape such as ``[-1, 8, 8]``.
+
   The named output (the first one when ``output`` is None) is reshaped by its ``shape`` to (n, k) and
   column ``unit`` is the score (a list of units gives (n, k) scores, summed into the objective).
 - ``mode='json'``: any JSON endpoint. ``url`` is the full URL; ``request_template`` is a JSON value in
@@ -51,6 +54,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from xdream_ts.adapters.onnx.layouts import LAYOUTS, fmt_dims, resolve_layout, to_layout
 from xdream_ts.errors import UserError
 
 __all__ = ["RemoteScorer", "parse_retry_after"]
@@ -167,8 +171,12 @@ class RemoteScorer:
     backoff        base of the exponential backoff in seconds (full jitter)
     token_env      environment variable holding a bearer token (read once, never stored elsewhere)
     verify         TLS verification: True (default), False, or a CA bundle path
-    length, channels   series shape the endpoint expects (for the decoder); in v2 mode asked from the
-                   model's metadata when not given
+    length, channels   series shape the endpoint expects (for the decoder); in v2 mode read from the
+                   input shape the model's metadata declares when not given, by the ONNX scorer's rules
+                   (``xdream_ts.adapters.onnx.layouts.resolve_layout``: singleton axes, the smaller
+                   known axis is channels, a dynamic one is the length)
+    layout         the model input's layout, NCL, NLC or NL, when its declared shape is ambiguous (or
+                   to override the rules); requests are sent in the layout the model declares
     input_name     v2 input tensor name (default: from the model's metadata, else "input")
     datatype       v2 datatype of the input data: FP32 (default), FP64 or FP16
     down_after     batches in a row with no valid score (any cause) that mean the endpoint is broken: stop
@@ -186,7 +194,7 @@ class RemoteScorer:
                  token_env: str | None = None, verify: bool | str = True, length: int | None = None,
                  channels: int | None = None, input_name: str | None = None, datatype: str = "FP32",
                  down_after: int = 3, max_retry_after: float = 60.0, max_backoff: float = 30.0,
-                 noisy: bool = False):
+                 noisy: bool = False, layout: str | None = None):
         import httpx
 
         if mode not in ("v2", "json"):
@@ -202,6 +210,8 @@ class RemoteScorer:
                             "/v2/models lists them")
         if datatype not in _DATATYPES:
             raise UserError(f"datatype {datatype!r} is not supported: use one of {', '.join(_DATATYPES)}")
+        if layout is not None and str(layout).upper() not in LAYOUTS:
+            raise UserError(f"unknown layout {layout!r}: use NCL (batch, channels, length), NLC or NL")
         units = [unit] if np.isscalar(unit) else list(unit)
         if not units or any(not isinstance(u, (int, np.integer)) or u < 0 for u in units):
             raise UserError(f"unit {unit!r} must be a non-negative integer or a list of them")
@@ -232,6 +242,8 @@ class RemoteScorer:
         self.timeout = (float(connect), float(read))
         self.token_env, self.verify = token_env, verify
         self._length, self._channels = length, channels
+        self._layout = None if layout is None else str(layout).upper()
+        self._spec: dict | None = None  # the declared input's layout, length, channels (resolve_layout)
         self.input_name, self.datatype = input_name, datatype
         self.down_after, self.max_retry_after, self.max_backoff = int(down_after), float(max_retry_after), float(max_backoff)
         self.noisy = bool(noisy)
@@ -301,7 +313,8 @@ class RemoteScorer:
         d = {"name": self.name, "mode": self.mode, "url": self.url, "unit": self.unit,
              "max_batch": self.max_batch, "timeout": list(self.timeout), "retries": self.max_retries,
              "backoff": self.backoff, "token_env": self.token_env, "verify": self.verify,
-             "length": self._length, "channels": self._channels}
+             "length": self._length, "channels": self._channels,
+             "layout": self._spec["layout"] if self._spec else self._layout}
         if self.mode == "v2":
             d.update({"model": self.model, "output": self.output, "input_name": self.input_name,
                       "datatype": self.datatype})
@@ -325,7 +338,8 @@ class RemoteScorer:
 
     # -- metadata (v2) --------------------------------------------------------------------------------
     def check(self) -> None:
-        """Fail early, in one line, when the endpoint cannot be reached or does not serve the model."""
+        """Fail early, in one line, when the endpoint cannot be reached, does not serve the model, or
+        declares an input shape that contradicts the length or layout given."""
         import httpx
         target = f"{self.url}/v2/models/{self.model}/ready" if self.mode == "v2" else self.url
         try:
@@ -340,6 +354,7 @@ class RemoteScorer:
                             f"({self.url}/v2/models lists them on most servers)")
         if r.status_code in (401, 403):
             raise UserError(self._auth_message(r))
+        self._declared()  # a declared shape that contradicts --length/--layout: now, not at the first batch
 
     def metadata(self) -> dict | None:
         """The v2 model metadata (inputs, outputs), asked once; None when the server does not answer it."""
@@ -363,17 +378,39 @@ class RemoteScorer:
                     self._input_shape = shape
         return self._metadata or None
 
+    def _declared(self) -> dict | None:
+        """Layout, length and channels of the v2 input the metadata declares, by the ONNX scorer's rules
+        (``length``/``layout`` given here take part); None without a declared (batch, ...) rank-2/3 shape."""
+        if self._spec is None and self.mode == "v2":
+            self.metadata()
+            if self._input_shape is not None and len(self._input_shape) in (2, 3):
+                dims = [d if d > 0 else None for d in self._input_shape]  # -1: dynamic
+                self._spec = resolve_layout(dims, self._layout, self._length, self.input_name or "input")
+        return self._spec
+
     @property
     def length(self) -> int | None:
         if self._length is None and self.mode == "v2":
-            self.metadata()
-            if self._input_shape and len(self._input_shape) >= 2 and self._input_shape[-1] > 0:
-                self._length = int(self._input_shape[-1])
+            spec = self._declared()
+            if spec is not None:
+                self._length = spec["length"]
+            elif self._input_shape and len(self._input_shape) >= 2 and self._input_shape[-1] > 0:
+                self._length = int(self._input_shape[-1])  # another rank: the last axis, as before
         return self._length
 
     @property
     def channels(self) -> int | None:
+        if self._channels is None and self.mode == "v2":
+            spec = self._declared()
+            if spec is not None and spec["layout"] != "NL":  # (n, length) models take 2-D series
+                self._channels = spec["channels"]
         return self._channels
+
+    @property
+    def layout(self) -> str | None:
+        """The layout requests are sent in: the declared input's, else the one given (None: as given)."""
+        spec = self._declared()
+        return spec["layout"] if spec is not None else self._layout
 
     # -- scoring --------------------------------------------------------------------------------------
     def __call__(self, series: np.ndarray) -> np.ndarray:
@@ -466,12 +503,18 @@ class RemoteScorer:
 
     def _request(self, batch: np.ndarray) -> tuple[str, bytes]:
         if self.mode == "json":
-            series = np.asarray(batch, dtype=np.float64).tolist()
+            x = batch if self._layout is None else to_layout(np.asarray(batch), self._layout)
+            series = np.asarray(x, dtype=np.float64).tolist()
             payload, _ = _substitute(self.request_template, series)
             return self.url, json.dumps(payload, allow_nan=False).encode()
-        self.metadata()  # the input's name and shape, when the server tells them
+        spec = self._declared()  # the input's name and shape, when the server tells them
+        if spec is not None:
+            self._check_shape(batch, spec)
+            batch = to_layout(np.asarray(batch), spec["layout"])  # sent as the model declares it
+        elif self._layout is not None:
+            batch = to_layout(np.asarray(batch), self._layout)
         shape = list(batch.shape)
-        if self._input_shape and len(self._input_shape) != len(shape):
+        if spec is None and self._input_shape and len(self._input_shape) != len(shape):
             # The model declares e.g. (-1, 1, L) and we hold (n, L): only singleton axes may differ.
             declared = [len(batch)] + [d if d > 0 else None for d in self._input_shape[1:]]
             rest = [d for d in shape[1:] if d != 1]
@@ -485,6 +528,17 @@ class RemoteScorer:
         if self.output:
             payload["outputs"] = [{"name": self.output}]
         return f"{self.url}/v2/models/{self.model}/infer", json.dumps(payload, allow_nan=False).encode()
+
+    def _check_shape(self, batch: np.ndarray, spec: dict) -> None:
+        # Every batch of a wrong shape would come back refused: say once what the model takes.
+        c, L = (batch.shape[1] if batch.ndim == 3 else 1), batch.shape[-1]
+        want = f"(declared input shape {fmt_dims(self._input_shape)}, layout {spec['layout']})"
+        if spec["length"] is not None and L != spec["length"]:
+            raise UserError(f"remote model {self.model} takes series of length {spec['length']} {want}, got length "
+                            f"{L}: use --length {spec['length']}")
+        if spec["channels"] is not None and c != spec["channels"]:
+            raise UserError(f"remote model {self.model} takes {spec['channels']} channel(s) {want}, the series have "
+                            f"{c}: give series of {spec['channels']} channel(s)")
 
     def _parse(self, r, n: int) -> np.ndarray:
         try:
