@@ -154,9 +154,6 @@ def cmd_run(args) -> int:
                             "genetic, cmaes, fdgd, nes or ng:NAME")
     target = build(spec, differentiable=optimizer == "dream")
     scorer = target.scorer
-    if spec.data is None and not is_shipped(spec):
-        print("xdream-ts: stimuli are z-normalised per series; --data (the model's real series) sets the model's "
-              "own units and starts the search from them", file=sys.stderr)
     decoder, params, config = prepare(target, opts["decoder"] or "auto", optimizer, params,
                                       {"cli": {k: v for k, v in opts.items() if k != "progress"}}, store=out,
                                       resume=opts["resume"], seed=opts["seed"])
@@ -166,6 +163,9 @@ def cmd_run(args) -> int:
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
                  progress=opts["progress"], reference_max=target.reference_max, config=config)
     print(format_summary(result.summary()))
+    if spec.data is None and not is_shipped(spec):  # said after the run, so that an error stays one line
+        print("xdream-ts: stimuli were z-normalised per series; --data (the model's real series) sets the model's "
+              "own units and starts the search from them", file=sys.stderr)
     if isinstance(scorer, Reporting):  # a remote endpoint: requests, retries, series lost and why
         print(scorer.report())
     return 0
