@@ -228,7 +228,9 @@ def _browser():
         pytest.skip("no Chromium browser and chromedriver found (Debian: apt-get install chromium chromium-driver)")
     opts = Options()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1400"):
+    # --no-sandbox: CI containers run as root, where Chromium's sandbox cannot start
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1400"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver_path), options=opts)
 

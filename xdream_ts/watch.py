@@ -27,6 +27,7 @@ token in that variable; the page itself holds no data and reads the token from t
 fastapi, uvicorn and zarr are imported when the view starts: ``xdream-ts --help`` stays fast.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request) at runtime
+import errno
 import hmac
 import json
 import math
@@ -462,15 +463,17 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
-        raise UserError(f"--host {host}: cannot resolve it ({exc.strerror}); use an address such as 127.0.0.1") from None
+        raise UserError(f"--host {host}: cannot resolve it ({exc.strerror}); use an address such as "
+                        "127.0.0.1") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after a stop (TIME_WAIT)
     try:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
-            raise UserError(f"port {port} on {host} is in use: pass another --port (or --port 0 for any free one)") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is in use: pass another --port (or --port 0 for any free "
+                            "one)") from None
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}; pass another --host or --port") from None
     sock.listen(128)
     sock.set_inheritable(True)
