@@ -51,7 +51,23 @@ DRIVER = textwrap.dedent(r'''
         block = search.next_block(16)
         search.post_responses([(s["id"], float(neuron(np.asarray(s["series"], np.float32)[None])[0]))
                                for s in block["stimuli"]])
-    results["rig"] = {"code": 0, "err": "", "out": ""}
+    # and the HTTP service around it (what `xdream-ts rig` serves)
+    from fastapi.testclient import TestClient
+    from xdream_ts.rig import create_app
+    app = create_app(RigConfig(decoder="default", length=500, optimizer="genetic", budget=40, seed=0,
+                               out=sys.argv[2] + "/rig-http.zarr", timeout_s=5.0, block_size=16))
+    with TestClient(app) as client:
+        got = client.post("/blocks", json={"max": 4})
+    results["rig"] = {"code": 0 if got.status_code == 200 else got.status_code, "err": got.text, "out": ""}
+    # the gradient inverse-set sampler called from Python: the same one line
+    from xdream_ts.decoders.basis import BasisDecoder
+    from xdream_ts.errors import UserError
+    from xdream_ts.inverse_set import inverse_set
+    try:
+        inverse_set(BasisDecoder(500, 8), neuron, (1.0, 2.0), n=5, method="gradient", progress=False)
+        results["inverse_gradient_lib"] = {"code": 0, "err": "", "out": ""}
+    except UserError as exc:
+        results["inverse_gradient_lib"] = {"code": 2, "err": str(exc), "out": ""}
     # encoding by optimisation: the shipped decoder's torch bridge is refused in one line, CMA-ES steps in
     from xdream_ts.decoders.encode import encode
     from xdream_ts.decoders.onnx_decoder import load_default_decoder
@@ -110,7 +126,8 @@ def test_onnx_only_commands_work_without_torch_and_the_others_say_how_to_install
         assert res[key]["code"] == 0, (key, res[key]["err"][-2000:])
     assert "logits" in res["inspect"]["out"] and "complete       True" in res["run"]["out"]
     assert "complete       True" in res["show"]["out"]
-    for key, what in (("dream", "--optimizer dream"), ("train", "train-decoder"), ("inverse_gradient", "gradient")):
+    for key, what in (("dream", "--optimizer dream"), ("train", "train-decoder"), ("inverse_gradient", "gradient"),
+                      ("inverse_gradient_lib", "gradient")):
         err = res[key]["err"].strip()
         assert res[key]["code"] == 2 and "\n" not in err and "Traceback" not in err, (key, err)
         assert TORCH_INSTALL in err and what in err, (key, err)
