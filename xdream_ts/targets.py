@@ -57,7 +57,7 @@ def parse_position(text: str | int) -> str | int:
 
 @dataclass(frozen=True)
 class Target:
-    """One unit to drive: ``layer`` (tensor name; None = the model's first output), ``unit``
+    """One unit to drive: ``layer`` (tensor name; None = the model's default target, its logits), ``unit``
     (channel/feature index), ``position`` (``'center'``, ``'mean'``, ``'max'`` or a time index)."""
 
     layer: str | None
@@ -324,7 +324,8 @@ def build(spec: TargetSpec, *, differentiable: bool = False, reuse: bool = False
         from .adapters.remote import RemoteScorer
         clean = RemoteScorer(spec.endpoint, model=spec.remote_model, output=spec.output, unit=spec.units[0].unit,
                              token_env=spec.token_env, max_batch=spec.max_batch,
-                             timeout=(min(spec.timeout, 10.0), spec.timeout), length=spec.length)
+                             timeout=(min(spec.timeout, 10.0), spec.timeout), length=spec.length,
+                             layout=spec.layout)
         clean.check()  # unreachable, or no such model: one line now, not after the first generation
     elif spec.kind == "simulated":
         clean = SimulatedNeuron(length=spec.length or 500, channels=spec.channels, seed=spec.neuron_seed,
@@ -425,7 +426,8 @@ def start_from_data(built: BuiltTarget, decoder, n: int, which: str = "best", se
     from .decoders.encode import initial_codes
     if built.data is None:
         raise UserError("no data to start from: give the model's real series (--data)")
-    X = built.data.squeeze()[built.real_index]
+    # in the decoder's own convention: (n, c, L) when it declares channels (one included), else (n, L)
+    X = (built.data.X if getattr(decoder, "channels", None) else built.data.squeeze())[built.real_index]
     n = max(1, min(int(n), int(np.isfinite(built.real_scores).sum())))
     codes, idx = initial_codes(decoder, X, built.real_scores, n, which, seed=int(seed), return_indices=True)
     return codes, {"which": which, "n": n, "source": built.data.source, "ranked": int(len(X)),

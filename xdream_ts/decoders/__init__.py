@@ -46,7 +46,8 @@ def _make(spec: str, length: int | None, channels: int | None):
         return IdentityDecoder(length, channels=channels)
     if name == "basis":
         from .basis import BasisDecoder
-        return BasisDecoder(length, n_basis=int(arg) if arg else 32, channels=channels)
+        # 32 components by default, fewer for a series too short to hold them (a 32-feature model)
+        return BasisDecoder(length, n_basis=int(arg) if arg else min(32, length - 1), channels=channels)
     if name == "pca":
         from .pca import PCADecoder
         if not arg:
