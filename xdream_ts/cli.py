@@ -65,7 +65,7 @@ def _add_run(sub):
     p.add_argument("--out", help="run store folder (.zarr) to write; default runs/run-TIMESTAMP.zarr")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run store at --out")
     p.add_argument("--model", help="ONNX model to probe")
-    p.add_argument("--layer", help="tensor name in the model (`xdream-ts inspect MODEL`); default: first output")
+    p.add_argument("--layer", help="tensor name in the model (`xdream-ts inspect MODEL`); default: the logits (first floating-point output, before any softmax)")
     p.add_argument("--unit", type=int, help="channel (or feature) of the tensor, default 0")
     p.add_argument("--position", help="center (default), mean, max, or a time step")
     p.add_argument("--target", action="append", metavar="TENSOR:UNIT[@POS]",
