@@ -303,3 +303,14 @@ def test_reference_client_drives_a_whole_run_through_a_service_restart(tmp_path)
             assert token.encode() not in f.read_bytes(), f
     assert token not in json.dumps(run.attrs)
     assert all(token not in s for s in zarr.open_group(str(tmp_path / "rig.zarr"), mode="r")["state"][:].tolist())
+
+
+def test_rig_data_set_the_stimulus_units(tmp_path):
+    # a sensor in raw units around 50 with spread 5: the rig hands out stimuli in those units
+    rng = np.random.default_rng(0)
+    X = 50 + 5 * np.sin(np.linspace(0, 6, L))[None] * rng.uniform(0.5, 1.5, (40, 1)) + rng.normal(0, 1, (40, L))
+    np.save(tmp_path / "series.npy", X.astype(np.float32))
+    s = RigSearch(_config(tmp_path, decoder="auto", data=str(tmp_path / "series.npy")))
+    block = np.asarray([st["series"] for st in s.next_block(16)["stimuli"]])
+    assert 30 < block.mean() < 70 and block.min() >= X.min() - 0.1 * np.ptp(X) - 1e-3
+    assert s.session.cfg["decoder"]["space"]["kind"] == "data"

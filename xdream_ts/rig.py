@@ -26,7 +26,8 @@ for blocks again; what it had been handed and never answered times out.
 
 Config (TOML; a ``[rig]`` table or top-level keys)::
 
-    decoder = "basis:16"      # as `xdream-ts run --decoder`
+    decoder = "basis:16"      # as `xdream-ts run --decoder` ("auto" with `data`: fitted on them)
+    data = "rig_series.npy"   # optional: real series of the rig (their units set the stimulus space)
     length = 200              # series length (and channels = C for multichannel series)
     optimizer = "genetic"
     budget = 2000             # presentations, every repeat counts
@@ -88,6 +89,7 @@ class RigConfig:
     token_env: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     optimizer_params: dict = field(default_factory=dict)
+    data: str | None = None        # the real series the rig measures: they set the stimulus space and decoder
 
     def validate(self) -> "RigConfig":
         def positive_int(name):
@@ -165,7 +167,10 @@ class RigSearch:
         from .optimizers import make_optimizer
 
         self.config, self.clock = config.validate(), clock
-        decoder = make_decoder(config.decoder, length=config.length, channels=config.channels)
+        # with data, the decoder ('auto': fitted on them, cached beside the store) and the stimulus units are
+        # theirs; the rig cannot rank them up front (it measures only what it is handed), so no data start
+        decoder = make_decoder(config.decoder, length=config.length, channels=config.channels, data=config.data,
+                               cache_dir=Path(config.out).parent if config.data else None)
         params = dict(config.optimizer_params)
         noisy = bool(params.pop("noisy", True))  # a measured neuron or sensor: never trust one lucky response
         optimizer = make_optimizer(config.optimizer, decoder.latent_dim, seed=config.seed, noisy=noisy,
