@@ -10,8 +10,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 from torch import nn  # noqa: E402
 
-from xdream_ts.compare import _parse_dream, compare, measure_backward_cost  # noqa: E402
+from xdream_ts.compare import parse_dream, compare, measure_backward_cost  # noqa: E402
 from xdream_ts.errors import UserError  # noqa: E402
+from xdream_ts.adapters.onnx import OnnxScorer  # noqa: E402
 
 L = 64
 torch.set_num_threads(1)
@@ -103,6 +104,19 @@ def test_cli_errors_are_one_line(exported, tmp_path, capsys):
         rc = main(["compare", *argv, "--out", str(tmp_path / "c")])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and fragment in err and "\n" not in err, err
-    assert _parse_dream("l2=0.01,population_size=6") == {"l2": 0.01, "population_size": 6}
+    assert parse_dream("l2=0.01,population_size=6") == {"l2": 0.01, "population_size": 6}
     with pytest.raises(UserError, match="unknown parameter"):
-        _parse_dream("speed=3")
+        parse_dream("speed=3")
+
+
+def test_compare_with_the_models_data_fits_auto_and_measures_against_the_best_real(exported, tmp_path):
+    _, path = exported
+    X = real_like(120, seed=3)
+    np.save(tmp_path / "real.npy", X)
+    res = compare(model=path, target="out:1", optimizers=["random"], evaluations=40, seeds=(0,),
+                  out=tmp_path / "cmp", reference_data=str(tmp_path / "real.npy"), log=lambda *_: None)
+    from xdream_ts.loop import load_run
+    run = load_run(next((tmp_path / "cmp" / "runs").glob("*.zarr")))
+    best_real = float(np.max(OnnxScorer(path, "out:1")(X)))
+    assert run.reference_max == pytest.approx(best_real, rel=1e-5)
+    assert run.config["decoder"]["spec"] == "auto" and len(res["rows"]) == 1

@@ -24,8 +24,8 @@ layer) from the distribution of real series' activations there:
   difference is small, and it errs on the side of calling a stimulus implausible.
 - ``plot_pca``: real and generated activations projected on the first two principal components of
   the real ones (matplotlib, Agg, PNG).
-- ``plausibility_summary(run, ...)``: the above for the best series of a run, as a dict for ``show``
-  and reports.
+- ``plausibility_summary(run, ...)``: the above for the series a run reports (``Run.reported_index``), as
+  a dict for ``show`` and reports.
 
 sklearn and matplotlib are imported inside functions.
 """
@@ -69,17 +69,8 @@ def activation_scorer(model, layer: str, position: str = "mean", threads: int = 
     from .targets import Target, TargetSpec, build
 
     if isinstance(model, (str, os.PathLike)) or type(model).__name__ == "OnnxScorer":
-        from .adapters.onnx import inspect_model
-
         path = model if isinstance(model, (str, os.PathLike)) else model.model_path
-        info = inspect_model(path)
-        entry = next((t for t in info["tensors"] if t["name"] == layer), None)
-        if entry is None:
-            names = [t["name"] for t in info["tensors"]]
-            raise UserError(f"no targetable tensor {layer!r} in {Path(path).name}; choose one of "
-                            f"{', '.join(names[-6:])} (`xdream-ts inspect MODEL` lists all)")
-        pos = "center" if entry["kind"] == "features" else position
-        targets = [Target(layer, u, pos) for u in range(int(entry["units"]))]
+        targets = layer_targets(path, layer, position)
         return build(TargetSpec(model=str(path), units=targets, threads=threads, batch_size=batch_size)).clean
     from .adapters.torch import TorchScorer
 
@@ -94,6 +85,24 @@ def activation_scorer(model, layer: str, position: str = "mean", threads: int = 
     probe = TorchScorer(module, [Target(layer, 0, "center")], length=length, channels=channels, layout=layout,
                         tensor_layout=tlayout, layer_names=names)
     return _LazyTorchLayer(probe, layer, position, batch_size)
+
+
+def layer_targets(model_path, layer: str, position: str = "mean") -> list:
+    """Every unit of ``layer`` of an ONNX model as targets, read as the activation space reads them
+    (features as they are, (batch, channels, time) tensors reduced by ``position``). The plausibility
+    constraint of a run (xdream_ts.plausible) scores the same list, so that its distances and
+    ``show --plausibility`` measure the same vector."""
+    from .adapters.onnx import inspect_model
+    from .targets import Target
+
+    info = inspect_model(model_path)
+    entry = next((t for t in info["tensors"] if t["name"] == layer), None)
+    if entry is None:
+        names = [t["name"] for t in info["tensors"]]
+        raise UserError(f"no targetable tensor {layer!r} in {Path(model_path).name}; choose one of "
+                        f"{', '.join(names[-6:])} (`xdream-ts inspect MODEL` lists all)")
+    pos = "center" if entry["kind"] == "features" else position
+    return [Target(layer, u, pos) for u in range(int(entry["units"]))]
 
 
 class _LazyTorchLayer:
@@ -314,11 +323,12 @@ def default_layer(model_path) -> str:
 
 def plausibility_summary(run, model=None, layer: str | None = None, reference_series=None, top: int = 1,
                          method: str = "auto", threads: int = 1) -> dict:
-    """Mahalanobis distance and percentile of the best series of ``run`` (a Run or a run store path).
+    """Mahalanobis distance and percentile of the series ``run`` (a Run or a run store path) reports.
 
     model: an .onnx path (default: the run's ONNX model, from its stored scorer config); layer: default
     the penultimate layer (``default_layer``); reference_series: real series (n, [c,] L), or a UCR
-    dataset folder / file; default: the shipped FordA sample when the model is the shipped one.
+    dataset folder / file; default: the shipped FordA sample when the model is the shipped one; for a
+    plausible run (issue 16), its own layer and the reference series it fitted on.
     top: also report the best ``top`` distinct series (by objective), not only the best.
     """
     from .loop import Run, load_run
@@ -333,9 +343,15 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
         raise UserError(f"model {model} not found: pass the .onnx file the run probed")
     from .reference import is_reference_model
     shipped = isinstance(model, (str, os.PathLike)) and is_reference_model(model)
+    rec = r.config.get("plausible")  # a plausible run: its own layer and reference series (issue 16)
     if layer is None:
-        layer = "gap" if shipped else default_layer(model)
+        layer = rec["layer"] if rec else ("gap" if shipped else default_layer(model))
     source = "given"
+    if reference_series is None and rec:
+        from .plausible import reference_series as recorded_reference
+        from .targets import TargetSpec
+        reference_series = recorded_reference(rec, TargetSpec.from_config(r.config))
+        source = (rec.get("reference") or {}).get("source") or "recorded"
     if reference_series is None:
         if not shipped:
             raise UserError("plausibility needs real series of the model's data: pass a UCR dataset folder or file "
@@ -346,7 +362,10 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
         reference_series, source = load_reference_data(reference_series), str(reference_series)
     space = ActivationSpace(model, layer, reference_series, method=method, threads=threads)
     obj = np.where(np.isfinite(r.objective), r.objective, -np.inf).reshape(-1)
-    order = np.argsort(-obj, kind="stable")[: max(1, int(top))]
+    # the series the run reports first (its incumbent, or a plausible run's best feasible), then the best others
+    first = int(np.ravel_multi_index(r.reported_index, r.objective.shape))
+    rest = [int(i) for i in np.argsort(-obj, kind="stable") if i != first]
+    order = np.array([first, *rest][: max(1, int(top))])
     flat = r.series.reshape(-1, *r.series.shape[2:])
     series = flat[order]
     d = space.distance(series)
@@ -357,21 +376,17 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
                     for i, di, pi in zip(order, d, pct)]}
 
 
-def load_reference_data(path, max_series: int = 2000, seed: int = 0) -> np.ndarray:
-    """Real series from a UCR folder or TSV file (TRAIN split when it has both), z-normalised as the
-    models expect; at most ``max_series`` (a seeded random subset), since the fit needs hundreds, not all."""
-    from .data import load_ucr
-    from .series import znormalize
+def load_reference_data(path, max_series: int = 2000, seed: int = 0, length: int | None = None) -> np.ndarray:
+    """Real series in any format ``xdream_ts.data.load_dataset`` reads, as the model takes them (their own
+    units: z-normalised only if they are), resampled to ``length`` when given; at most ``max_series``
+    (a seeded random subset), since the fit needs hundreds, not all. (n, L) for one channel, else (n, c, L)."""
+    from .data import load_dataset
 
-    data = load_ucr(path)
-    X = data.X_train if hasattr(data, "X_train") else data[0]
-    X = np.asarray(X, dtype=np.float32)
-    X = X[np.isfinite(X).all(axis=tuple(range(1, X.ndim)))]  # NaN-padded (variable-length) rows cannot be scored
-    if len(X) == 0:
-        raise UserError(f"{path}: no complete series (all have NaN padding); pass equal-length data")
+    data = load_dataset(path, length=length)
+    X = data.squeeze()
     if len(X) > max_series:
         X = X[np.sort(np.random.default_rng(seed).choice(len(X), max_series, replace=False))]
-    return znormalize(X)
+    return np.asarray(X, dtype=np.float32)
 
 
 def format_plausibility(p: dict) -> str:

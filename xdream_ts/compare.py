@@ -236,6 +236,7 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
         ref_series = load_reference_data(reference_data)
     else:
         ref_series = reference_data
+    user_data = reference_data is not None and space is None and ref_series is not None
     if space is not None:
         layer = space.layer
     elif ref_series is not None:
@@ -243,10 +244,15 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
         space = ActivationSpace(model_path, layer, ref_series, threads=threads)
         log(f"plausibility in {layer}: {space.fit.method} fit on {space.fit.n_samples} real series ({space.fit.reason})")
 
+    if user_data and ref_max is None:
+        # the model's own data: the best real response is the reference maximum, as in `run --data`
+        # (a ratio needs a positive maximum: a logit below zero on every real series has none)
+        best_real = float(np.nanmax(onnx_scorer(ref_series)))
+        ref_max = best_real if best_real > 0 else None
     if decoder is None:
-        from .decoders import default_decoder_spec
-        decoder = default_decoder_spec()
-    gf_decoder = make_decoder(decoder, length=length, channels=channels)
+        decoder = "auto"  # fitted on the user's data when given, else the shipped prior
+    gf_decoder = make_decoder(decoder, length=length, channels=channels, data=ref_series if user_data else None,
+                              cache_dir=out)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
@@ -396,7 +402,7 @@ def plot_best_series(out: Path, rows: list[dict], path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def _parse_dream(text: str | None) -> dict:
+def parse_dream(text: str | None) -> dict:
     if not text:
         return {}
     out = {}
@@ -426,7 +432,7 @@ def cmd_compare(args) -> int:
     seeds = list(range(args.seeds)) if args.seeds > 0 else []
     compare(model=args.model, target=args.target, optimizers=args.optimizers.split(",") if args.optimizers else None, evaluations=args.evaluations,
             seeds=seeds, out=args.out, decoder=args.decoder, dream_decoder=args.dream_decoder,
-            dream=_parse_dream(args.dream), backward_cost=args.backward_cost, reference_data=args.reference_data,
+            dream=parse_dream(args.dream), backward_cost=args.backward_cost, reference_data=args.reference_data,
             layer=args.layer, threads=args.threads, assets=args.assets)
     return 0
 
@@ -443,13 +449,16 @@ def add_cli(sub) -> None:
     p.add_argument("--evaluations", type=int, default=2000, help="model evaluations per run, default %(default)s")
     p.add_argument("--seeds", type=int, default=3, help="seeds per optimizer (0..N-1), default %(default)s")
     p.add_argument("--out", default="compare", help="output folder (must not exist or be empty), default %(default)s")
-    p.add_argument("--decoder", help="decoder of the gradient-free methods (default: the shipped one, else basis)")
+    p.add_argument("--decoder", help="decoder of the gradient-free methods (default: auto, fitted on --data, else "
+                                     "the shipped prior)")
     p.add_argument("--dream-decoder", default="identity",
                    help="decoder of dream: identity (raw series, as the paper; default), default, basis[:N]")
     p.add_argument("--dream", help="dream parameters KEY=VALUE,..., e.g. l2=0.01,tv=0.1,learning_rate=0.05")
     p.add_argument("--backward-cost", type=float, help="a backward pass in forward passes (default: measured)")
-    p.add_argument("--reference-data", help="UCR folder/file of real series for Mahalanobis distances "
-                                             "(default: the shipped FordA sample for the shipped model)")
+    p.add_argument("--data", "--reference-data", dest="reference_data",
+                   help="the model's real series (what `run --data` reads): they fit the auto decoder, give the "
+                        "reference maximum and the plausibility reference (default: the shipped FordA sample for "
+                        "the shipped model); --reference-data is the older name")
     p.add_argument("--layer", help="layer for Mahalanobis distances (default: the penultimate, gap)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime / torch threads, default %(default)s")
     p.add_argument("--assets", help=argparse_suppress())
