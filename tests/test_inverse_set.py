@@ -299,6 +299,11 @@ def test_cli_inverse_set_on_an_onnx_model(tmp_path, capsys):
     a = scorer(inv.series)
     assert np.all((a >= z1) & (a <= z2)) and inv.features.shape == (40, 4)
     assert (out / "gallery.png").is_file()
+    # the stored config rebuilds the same target (spec -> store -> spec)
+    from xdream_ts.targets import TargetSpec, build
+    spec = TargetSpec.from_config(inv.config)
+    assert spec.model == str(model) and [str(u) for u in spec.units] == ["block/out:1@center"]
+    np.testing.assert_array_equal(build(spec).clean(inv.series), a)
     # an intersection: a second unit of the model with its own range
     two = OnnxScorer(model, [Target("block/out", 1, "center"), Target("block/out", 2, "center")])
     r2 = np.quantile(two(random_znormalised(300))[:, 1], [0.5, 0.95])

@@ -304,6 +304,21 @@ def test_onnx_target_errors_name_the_tensor(tmp_path):
         sw.sweep(str(tmp_path / "missing.toml"), tmp_path / "c", progress=False)
 
 
+def test_a_task_run_records_its_target_spec_which_rebuilds_the_same_scorer(tmp_path):
+    from xdream_ts.targets import TargetSpec, build
+    model = tiny_onnx_model(tmp_path / "tiny.onnx")
+    cfg = {**small_config(model, budget=40), "optimizers": ["genetic"], "noise": ["gain:0.3"]}
+    r = sw.sweep(cfg, tmp_path / "s", executor="serial", progress=False)
+    assert len(r.done) == 2
+    for k in r.done:
+        run = r.load_run(k)
+        spec = TargetSpec.from_config(run.config)
+        assert spec.noise == "gain:0.3" and spec.noise_seed == 3
+        assert spec.kind == r.entries[k]["params"]["target"]["kind"]
+        n = int(run.n_evaluated[0])
+        np.testing.assert_array_equal(build(spec).clean(run.series[0, :n]), run.clean_scores[0, :n])
+
+
 def test_resume_refuses_a_model_file_that_changed_and_keeps_the_run(tmp_path):
     from xdream_ts.adapters.onnx import OnnxScorer, Target
     from xdream_ts.decoders.basis import BasisDecoder
