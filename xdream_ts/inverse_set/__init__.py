@@ -7,11 +7,14 @@ person looking at them sees what they share (what the unit encodes) and what the
     inv = inverse_set(decoder, scorer, (0.4 * amax, 0.6 * amax), n=500, out="unit17.zarr")
     inv.series, inv.activations, inv.diversity, inv.p_in_range
 
-    constraints.py  the ranges, their evaluation, statistics under noise    features.py  diversity
-    sample.py       inverse_set(): the entry point                          evaluation.py  feasibility, archive
-    gradient.py     the paper's gradient sampler    free.py  the gradient-free sampler (noisy targets)
-    store.py        InverseSet, its zarr store      gallery.py  gallery.png    baseline.py  a plain run's
-    cli.py          ``xdream-ts inverse-set``                                                 in-range series
+    constraints.py  the ranges, their evaluation, statistics under noise
+    features.py     where diversity is measured; diversity, novelty, a farthest-first subset
+    evaluation.py   codes -> series -> feasibility; the archive of accepted samples
+    gradient.py     the paper's gradient sampler;  free.py: the gradient-free one (noisy targets)
+    sample.py       inverse_set(), the entry point
+    store.py        InverseSet and its zarr store;  gallery.py: gallery.png
+    baseline.py     the in-range series a plain optimizer run visited
+    cli.py          ``xdream-ts inverse-set``
 
 torch, scipy, matplotlib and zarr are imported inside functions: ``import xdream_ts`` stays light.
 """
