@@ -182,7 +182,7 @@ def test_refuses_a_decoder_without_gradients():
 
     with pytest.raises(UserError) as e:
         run(Opaque(), scorer(), "dream", budget=8, progress=False)
-    assert "decoder 'opaque' has none" in _one_line(e)
+    assert "decoder 'opaque' has no gradients" in _one_line(e)
     with pytest.raises(UserError, match="identity decoder"):  # smoothing the series needs the series
         Dream(12, ema=0.5).bind(BasisDecoder(L, n_basis=12), scorer())
 

@@ -19,6 +19,7 @@ def dct_basis(n_basis: int, length: int) -> np.ndarray:
 
 
 class BasisDecoder:
+    code_space = "linear"
     name = "basis"
 
     def __init__(self, length: int, n_basis: int = 32, channels: int | None = None, normalize: bool = True):
@@ -39,6 +40,16 @@ class BasisDecoder:
         if self.channels is None:
             series = series[:, 0]
         return (znormalize(series) if self.normalize else series).astype(np.float32)
+
+    def torch_module(self):
+        """The same map in torch (for gradients): block-diagonal, channel j's coefficients -> channel j."""
+        from .torch_bridge import linear_module
+        ch = self.channels or 1
+        W = np.zeros((ch * self.n_basis, ch * self.length), np.float32)
+        for j in range(ch):
+            W[j * self.n_basis:(j + 1) * self.n_basis, j * self.length:(j + 1) * self.length] = self._basis
+        shape = (self.length,) if self.channels is None else (self.channels, self.length)
+        return linear_module(W, np.zeros(W.shape[1], np.float32), shape, self.normalize)
 
     def describe(self) -> dict:
         return {"name": self.name, "length": self.length, "n_basis": self.n_basis,

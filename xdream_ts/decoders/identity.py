@@ -13,6 +13,7 @@ from ..series import znormalize
 
 class IdentityDecoder:
     name = "identity"
+    code_space = "raw"  # the code is the series: gradient methods may smooth or clip it directly
 
     def __init__(self, length: int, channels: int | None = None, normalize: bool = True):
         self.length = int(length)
@@ -25,6 +26,13 @@ class IdentityDecoder:
         shape = (len(codes), self.length) if self.channels is None else (len(codes), self.channels, self.length)
         series = codes.reshape(shape)
         return (znormalize(series) if self.normalize else series).astype(np.float32)
+
+    def torch_module(self):
+        """The same map in torch (for gradients)."""
+        from .torch_bridge import linear_module
+        shape = (self.length,) if self.channels is None else (self.channels, self.length)
+        return linear_module(np.eye(self.latent_dim, dtype=np.float32), np.zeros(self.latent_dim, np.float32), shape,
+                             self.normalize)
 
     def describe(self) -> dict:
         return {"name": self.name, "length": self.length, "channels": self.channels, "normalize": self.normalize}

@@ -30,6 +30,8 @@ class PCADecoder:
     the output is then resampled (linear interpolation) and z-normalised again.
     """
 
+    code_space = "linear"
+
     name = "pca"
 
     def __init__(self, components: np.ndarray, mean: np.ndarray, explained_variance: np.ndarray,
@@ -118,6 +120,17 @@ class PCADecoder:
     # -------------------------------------------------------------------------------------- decode
     def _shape(self, n: int, length: int) -> tuple:
         return (n, length) if self.channels is None else (n, self.channels, length)
+
+    def torch_module(self):
+        """The same map in torch (for gradients), before the data space's range clip (which real series
+        never reach). Only at the fit length: resampling the output would break linearity."""
+        from .torch_bridge import linear_module
+        if self.fit_length != self.length:
+            raise UserError(f"the PCA decoder was fitted at length {self.fit_length}, the target takes {self.length}; "
+                            "fit it at the target's length for gradients")
+        W, b = self.linear_map()
+        shape = (self.length,) if self.channels is None else (self.channels, self.length)
+        return linear_module(W, b, shape, self.normalize)
 
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
         """(W (k, C*fit_length), b (C*fit_length,)): the series before normalisation is ``codes @ W + b``.

@@ -11,55 +11,15 @@ from .evaluation import Evaluator
 from .free import sphere_step
 
 
-def _znorm_t(x, eps: float = 1e-8):
-    import torch
-    mean = x.mean(dim=-1, keepdim=True)
-    std = x.std(dim=-1, unbiased=False, keepdim=True)
-    return torch.where(std > eps, (x - mean) / std.clamp_min(eps), torch.zeros_like(x))
-
-
 def torch_decoder(decoder):
-    """(codes tensor -> series tensor, None) or (None, why it is not differentiable): the identity,
-    basis and PCA decoders re-written in torch, or the decoder's own ``torch_module()``."""
-    from ..decoders.basis import BasisDecoder, dct_basis
-    from ..decoders.identity import IdentityDecoder
-
-    if isinstance(decoder, IdentityDecoder):
-        shape = (decoder.length,) if decoder.channels is None else (decoder.channels, decoder.length)
-
-        def f(z):
-            x = z.reshape(z.shape[0], *shape)
-            return _znorm_t(x) if decoder.normalize else x
-        return f, None
-    if isinstance(decoder, BasisDecoder):
-        import torch
-        basis = torch.as_tensor(dct_basis(decoder.n_basis, decoder.length), dtype=torch.float32)
-        c = decoder.channels or 1
-
-        def f(z):
-            x = z.reshape(z.shape[0], c, decoder.n_basis) @ basis.to(z.device)
-            x = x[:, 0] if decoder.channels is None else x
-            return _znorm_t(x) if decoder.normalize else x
-        return f, None
-    if type(decoder).__name__ == "PCADecoder" and hasattr(decoder, "linear_map"):
-        if decoder.length != decoder.fit_length:
-            return None, "the PCA decoder resamples its output (length differs from its fit length)"
-        import torch
-        W, b = (torch.as_tensor(v, dtype=torch.float32) for v in decoder.linear_map())
-        shape = (decoder.length,) if decoder.channels is None else (decoder.channels, decoder.length)
-
-        def f(z):
-            x = (z @ W.to(z.device) + b.to(z.device)).reshape(z.shape[0], *shape)
-            return _znorm_t(x) if decoder.normalize else x
-        return f, None
-    if hasattr(decoder, "torch_module"):
-        try:
-            module = decoder.torch_module()
-        except UserError as exc:
-            return None, str(exc)
-        return module, None
-    return None, (f"the decoder {type(decoder).__name__} is not differentiable (no torch_module()); "
-                  "use method='free' or a decoder trained by 'xdream-ts train-decoder'")
+    """(codes tensor -> series tensor, None) or (None, why it is not differentiable): the decoder's own
+    torch bridge (``xdream_ts.decoders.torch_bridge``); this sampler never looks at decoder classes."""
+    from ..decoders.torch_bridge import torch_module_of
+    try:
+        module, _ = torch_module_of(decoder)
+    except UserError as exc:
+        return None, f"{exc}; or use method='free'"
+    return module, None
 
 
 def sample_gradient(ev: Evaluator, tdec, n: int, budget: int, rng: np.random.Generator, n_seeds: int, beta: float,

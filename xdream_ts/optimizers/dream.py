@@ -112,61 +112,6 @@ def high_frequency_energy(series: np.ndarray, fraction: float = 0.5) -> np.ndarr
     return hi / np.maximum(p.reshape(len(p), -1).sum(axis=1), 1e-300)
 
 
-# --------------------------------------------------------------------------------- torch decoders
-def _torch_decoder(decoder, length: int | None):
-    """(module codes -> series, space) for a decoder, or None when it has no gradients.
-
-    space: 'raw' (identity: the code is the series), 'linear' (basis / PCA), 'latent' (a torch module).
-    """
-    import torch
-
-    from ..decoders.basis import BasisDecoder
-    from ..decoders.identity import IdentityDecoder
-
-    def znorm(x, on):
-        if not on:
-            return x
-        m = x.mean(dim=-1, keepdim=True)
-        sd = x.std(dim=-1, unbiased=False, keepdim=True)
-        # as xdream_ts.series.znormalize: a flat series has no shape and maps to zeros
-        return torch.where(sd > 1e-8, (x - m) / sd.clamp_min(1e-8), torch.zeros_like(x))
-
-    class Linear(torch.nn.Module):
-        def __init__(self, W, b, shape, normalize):
-            super().__init__()
-            self.register_buffer("W", torch.as_tensor(W, dtype=torch.float32))
-            self.register_buffer("b", torch.as_tensor(b, dtype=torch.float32))
-            self.shape, self.normalize = shape, normalize
-
-        def forward(self, z):
-            return znorm((z @ self.W + self.b).reshape(len(z), *self.shape), self.normalize)
-
-    ch = getattr(decoder, "channels", None)
-    if isinstance(decoder, IdentityDecoder):
-        L = decoder.length
-        shape = (L,) if ch is None else (ch, L)
-        eye = np.eye(decoder.latent_dim, dtype=np.float32)
-        return Linear(eye, np.zeros(decoder.latent_dim, np.float32), shape, decoder.normalize), "raw"
-    if isinstance(decoder, BasisDecoder):
-        c = ch or 1
-        # block-diagonal: channel j's n_basis coefficients -> channel j's series
-        W = np.zeros((c * decoder.n_basis, c * decoder.length), np.float32)
-        for j in range(c):
-            W[j * decoder.n_basis:(j + 1) * decoder.n_basis, j * decoder.length:(j + 1) * decoder.length] = decoder._basis
-        shape = (decoder.length,) if ch is None else (ch, decoder.length)
-        return Linear(W, np.zeros(W.shape[1], np.float32), shape, decoder.normalize), "linear"
-    if callable(getattr(decoder, "torch_module", None)):
-        return decoder.torch_module(), "latent"
-    if callable(getattr(decoder, "linear_map", None)):
-        if getattr(decoder, "fit_length", decoder.length) != decoder.length:
-            raise UserError(f"dream: the PCA decoder was fitted at length {decoder.fit_length}, the target takes "
-                            f"{decoder.length}; fit it at the target's length for gradients")
-        W, b = decoder.linear_map()
-        shape = (decoder.length,) if ch is None else (ch, decoder.length)
-        return Linear(W, b, shape, getattr(decoder, "normalize", True)), "linear"
-    return None
-
-
 # -------------------------------------------------------------------------------------- optimizer
 class Dream(BaseOptimizer):
     """Sequence Dreaming: Adam on the codes of ``population_size`` independent restarts.
@@ -241,12 +186,12 @@ class Dream(BaseOptimizer):
         if not callable(getattr(scorer, "torch_forward", None)):
             what = getattr(scorer, "name", None) or type(scorer).__name__
             raise UserError(_REFUSE.format(what=repr(what)))
-        got = _torch_decoder(decoder, getattr(scorer, "length", None))
-        if got is None:
-            raise UserError(f"dream needs gradients: the decoder {getattr(decoder, 'name', type(decoder).__name__)!r} "
-                            "has none (no torch_module()); use the identity decoder (raw series, as the paper) or a "
-                            "decoder trained by `xdream-ts train-decoder`")
-        module, space = got
+        # the decoders own their torch bridge; dream asks for it and never looks at decoder classes
+        from ..decoders.torch_bridge import torch_module_of
+        try:
+            module, space = torch_module_of(decoder)
+        except UserError as exc:
+            raise UserError(f"dream needs gradients: {exc}") from None
         if getattr(decoder, "latent_dim", self.dim) != self.dim:
             raise UserError(f"dream: the decoder takes codes of dimension {decoder.latent_dim}, this optimizer was "
                             f"built for {self.dim}; build it with the decoder's latent_dim")
