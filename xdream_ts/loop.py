@@ -97,6 +97,9 @@ class Run:
         """(generation, member) of the series this run reports: the optimizer's incumbent when it keeps one
         (``default`` under noise: its mean over several presentations, not one lucky response), else the
         best observed series."""
+        if self.config.get("plausible"):  # a plausible run reports its best feasible stimulus (issue 16)
+            from .plausible import reported_index
+            return reported_index(self)
         rec = (self.attrs or {}).get("incumbent")
         return (int(rec["generation"]), int(rec["member"])) if rec else self.best_index
 
@@ -107,6 +110,9 @@ class Run:
         ref = self.reference_max
         if not ref:
             return None
+        if self.config.get("plausible"):  # its told objective is a rank, not the activation
+            from .plausible import activation_and_distance
+            return float(activation_and_distance(self)[0][self.reported_index] / ref)
         if self.clean_scores is not None:
             value = self.clean_objective[self.reported_index]
         else:
@@ -147,7 +153,15 @@ class Run:
             "seed": self.config.get("seed"),
             "complete": bool(self.complete),
             "incumbent": self.incumbent,
+            # the series this run reports (issue 16): the incumbent, the best observed, or for a plausible
+            # run its best feasible stimulus
+            "reported": dict(zip(("generation", "member"), self.reported_index)) if has else None,
+            **({"plausibility": self._plausibility()} if self.config.get("plausible") and has else {}),
         }
+
+    def _plausibility(self) -> dict | None:
+        from .plausible import summary
+        return summary(self)
 
     def _evaluated_mask(self) -> np.ndarray:
         P = self.objective.shape[1]
@@ -442,7 +456,8 @@ class Session:
 def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | None = 0, store=None,
         resume: bool = False, progress: bool = True, chunk_size: int | None = None,
         reference_max: float | None = None, config: dict | None = None, callback=None,
-        write_behind: bool = True, optimizer_params: dict | None = None) -> Run:
+        write_behind: bool = True, optimizer_params: dict | None = None, plausible: float | None = None,
+        plausibility_layer: str | None = None, plausibility_method: str = "feasibility-first") -> Run:
     """Search for the series that maximise ``scorer`` through ``decoder``, proposing codes with ``optimizer``.
 
     decoder   a Decoder (codes (n, d) -> series) or a name such as "basis" / "identity" / "default"
@@ -461,15 +476,35 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
               only the generation being written, which resume redoes exactly. False: every generation
               is on disk before the next is presented (a slow lab rig gains nothing from write-behind).
     callback  called as ``callback(generation, presentations, best)`` after each generation
+    plausible QUANTILE (e.g. 0.99; needs a TargetSpec of an ONNX model): maximise the activation subject to
+              the stimulus' Mahalanobis distance in ``plausibility_layer`` (default: the penultimate layer)
+              lying within that quantile of the real data's own distances (``xdream_ts.plausible``);
+              ``plausibility_method`` 'feasibility-first' (default) or 'penalty'
     Returns a :class:`Run`.
     """
     from .targets import TargetSpec, build
+    if plausible is not None and not isinstance(scorer, TargetSpec):
+        raise UserError("plausible= needs the target as a TargetSpec (the constraint reads the model's own layer "
+                        "and data): pass scorer=TargetSpec(...)")
+    chosen_start = "init" in (optimizer_params or {})
     if isinstance(scorer, TargetSpec):
+        if plausible is not None:
+            from .plausible import check_request
+            check_request(scorer, plausible, optimizer)
         built = build(scorer, differentiable=getattr(optimizer, "needs_gradients", False) or optimizer == "dream")
         decoder, optimizer_params, config = prepare(built, decoder, optimizer, optimizer_params, config, store,
                                                     resume, seed)
         scorer = built.scorer
         reference_max = built.reference_max if reference_max is None else reference_max
+        if plausible is not None:
+            from .plausible import plausible_scorer
+            scorer = plausible_scorer(built, plausible, plausibility_layer, plausibility_method)
+            config["plausible"] = scorer.record()
+            if not resume and not chosen_start:
+                from .plausible import start_codes
+                optimizer_params, info = start_codes(scorer, decoder, optimizer, optimizer_params, seed)
+                if info:
+                    config["init_info"] = info
     session = Session(decoder, scorer, optimizer, budget, repeats=repeats, seed=seed, store=store, resume=resume,
                       chunk_size=chunk_size, reference_max=reference_max, config=config, write_behind=write_behind,
                       optimizer_params=optimizer_params)

@@ -1,0 +1,211 @@
+"""Plausible super stimuli (issue 16): a --plausible run reports a stimulus within the quantile of the real
+series' own Mahalanobis distances, measured as `show --plausibility` measures it, and as a separate ONNX
+Runtime session with an independently refitted covariance measures it; feasibility-first ranking; the
+"reported" series of every run; one-line refusals."""
+import json
+
+import numpy as np
+import pytest
+
+from xdream_ts.cli import main
+from xdream_ts.errors import UserError
+from xdream_ts.plausible import feasibility_first
+
+L = 64
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _tiny_onnx(path, expose_features: bool = False):
+    """Conv -> ReLU -> mean over time ("feat", the penultimate layer) -> Gemm ("logits"). With
+    ``expose_features`` the features are a graph output too: the independent session of the check."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.standard_normal((6, 1, 5)) / 5 ** 0.5).astype(np.float32), "w"),
+             numpy_helper.from_array((0.1 * rng.standard_normal(6)).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((2, 6)).astype(np.float32), "wl"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "bl")]
+    nodes = [helper.make_node("Conv", ["series", "w", "b"], ["conv"], pads=[2, 2], name="conv"),
+             helper.make_node("Relu", ["conv"], ["block/out"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["block/out"], ["pool"], name="pool"),
+             helper.make_node("Flatten", ["pool"], ["feat"], name="flatten"),
+             helper.make_node("Gemm", ["feat", "wl", "bl"], ["logits"], transB=1, name="head")]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])]
+    if expose_features:
+        outputs.append(helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["batch", 6]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["batch", 1, L])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _real_series(path, n=400, seed=0):
+    """Synthetic 'real' data: a few sines of random frequency and phase plus noise, z-normalised."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(L) / L
+    X = np.zeros((n, L))
+    for _ in range(3):
+        X += rng.uniform(0.2, 1, (n, 1)) * np.sin(2 * np.pi * (rng.uniform(1, 6, (n, 1)) * t + rng.uniform(0, 1, (n, 1))))
+    X += 0.2 * rng.standard_normal((n, L))
+    X = (X - X.mean(1, keepdims=True)) / X.std(1, keepdims=True)
+    np.save(path, X.astype(np.float32))
+    return path
+
+
+# ------------------------------------------------------------------------------------- the ranking
+def test_feasibility_first_puts_every_feasible_above_every_infeasible():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 10, 500)
+    v = rng.normal(0, 1, 500)  # <= 0: feasible
+    value = feasibility_first(a, v, floor=5.0, scale=2.0)  # a floor above some feasible activations too
+    feas = v <= 0
+    assert value[feas].min() > value[~feas].max()
+    np.testing.assert_array_equal(value[feas], a[feas])  # feasible: their activation, order kept
+    inf = np.flatnonzero(~feas)
+    by_violation = inf[np.argsort(v[inf])]
+    assert np.all(np.diff(value[by_violation]) < 0)  # smaller violation ranks higher, whatever the activation
+    a[0], v[1] = np.nan, np.nan
+    out = feasibility_first(a, v, floor=0.0)
+    assert np.isnan(out[0]) and np.isnan(out[1])
+
+
+# -------------------------------------------------------------------------------- the shipped model
+def test_plausible_run_on_the_shipped_model(tmp_path, capsys):
+    out_dir = str(tmp_path / "p.zarr")
+    code, out, err = _run(["run", "--plausible", "--target", "logits:1", "--budget", "200", "--out", out_dir,
+                           "--no-progress"], capsys)
+    assert code == 0, err
+    assert "plausible      feasible" in out and "unconstrained" in out
+    code, out, _ = _run(["show", out_dir], capsys)  # no flag: a plausible run says its distance and percentile
+    assert code == 0 and "Mahalanobis" in out and "percentile" in out
+    s = json.loads(_run(["show", out_dir, "--json"], capsys)[1])
+    p = s["plausibility"]
+    assert p["quantile"] == 0.99 and p["layer"] == "gap" and p["feasible"]
+    assert p["best_distance"] <= p["threshold"] and p["best_percentile"] <= 99.5
+    assert s["reported"] == {"generation": p["reported"]["generation"], "member": p["reported"]["member"]}
+    assert p["reported"]["relative_activation"] > 1  # a plausible super stimulus of this unit
+    assert p["unconstrained"]["activation"] >= p["reported"]["activation"]
+    # show --plausibility refits the covariance through its own session: the same distance
+    again = json.loads(_run(["show", out_dir, "--json", "--plausibility"], capsys)[1])["plausibility"]
+    assert again["best_distance"] == pytest.approx(p["reported"]["distance"], rel=1e-5)
+    assert again["best_percentile"] == pytest.approx(p["reported"]["percentile"])
+
+
+# ------------------------------------------------------------------------ a tiny model with its data
+def test_plausible_run_on_a_tiny_model_rescored_independently(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from xdream_ts.loop import load_run
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    out_dir = str(tmp_path / "p.zarr")
+    code, out, err = _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data),
+                           "--plausible", "0.95", "--budget", "400", "--out", out_dir, "--no-progress"], capsys)
+    assert code == 0, err
+    r = load_run(out_dir)
+    s = r.summary()
+    p = s["plausibility"]
+    assert p["layer"] == "feat" and p["feasible"]
+    g, m = s["reported"]["generation"], s["reported"]["member"]
+    series = r.series[g, m][None].astype(np.float32)
+
+    # a separate ONNX Runtime session on the model with its features exposed, the covariance refitted with
+    # numpy (the plain sample covariance: 400 series for 6 dimensions is what the fit's 'auto' picks)
+    assert p["method"] == "empirical"
+    sess = ort.InferenceSession(str(_tiny_onnx(tmp_path / "open.onnx", expose_features=True)),
+                                providers=["CPUExecutionProvider"])
+    X = np.load(data)[:, None, :]
+    real_logits, real_feat = sess.run(["logits", "feat"], {"series": X})
+    logit, feat = sess.run(["logits", "feat"], {"series": series})
+    mu, cov = real_feat.mean(0), np.cov(real_feat.astype(np.float64), rowvar=False, bias=True)
+    inv = np.linalg.inv(cov)
+
+    def dist(a):
+        z = a.astype(np.float64) - mu
+        return np.sqrt(np.einsum("ij,jk,ik->i", z, inv, z))
+
+    threshold = np.quantile(dist(real_feat), 0.95)
+    assert dist(feat)[0] <= threshold + 1e-6
+    assert dist(feat)[0] == pytest.approx(p["best_distance"], rel=1e-4)
+    assert threshold == pytest.approx(p["threshold"], rel=1e-4)
+    assert logit[0, 0] == pytest.approx(p["reported"]["activation"], rel=1e-5)
+    assert logit[0, 0] > real_logits[:, 0].max()  # beats the best real series, and stays plausible
+    # and show --plausibility, which refits from the run's recorded reference series, agrees
+    again = json.loads(_run(["show", out_dir, "--json", "--plausibility"], capsys)[1])["plausibility"]
+    assert again["best_distance"] == pytest.approx(p["best_distance"], rel=1e-6)
+
+
+def test_adaptive_penalty_is_recorded_and_reports_the_best_feasible(tmp_path):
+    from xdream_ts.loop import run
+    from xdream_ts.targets import TargetSpec
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    r = run("auto", TargetSpec(model=str(model), units=["logits:0"], data=str(data)), "cmaes", budget=200,
+            progress=False, plausible=0.99, plausibility_method="penalty", store=tmp_path / "r.zarr")
+    p = r.summary()["plausibility"]
+    assert p["constraint"] == "penalty" and r.config["scorer"]["method"] == "penalty"
+    if p["n_feasible"]:
+        assert p["feasible"] and p["best_distance"] <= p["threshold"]
+    assert r.scores.shape[-1] == 2  # the raw activation and the distance of every presented series
+
+
+# ------------------------------------------------------------------------------ every run reports
+def test_show_json_has_reported_for_a_plain_run(tmp_path, capsys):
+    out_dir = str(tmp_path / "r.zarr")
+    assert _run(["run", "--decoder", "basis:8", "--budget", "80", "--out", out_dir, "--no-progress"], capsys)[0] == 0
+    s = json.loads(_run(["show", out_dir, "--json"], capsys)[1])
+    assert set(s["reported"]) == {"generation", "member"} and "plausibility" not in s
+    from xdream_ts.loop import load_run
+    assert tuple(s["reported"].values()) == load_run(out_dir).reported_index
+
+
+# ------------------------------------------------------------------------------------- refusals
+@pytest.mark.parametrize("extra, fragment", [
+    (["--endpoint", "http://127.0.0.1:9/v2", "--plausible"], "remote endpoint has none"),
+    (["--plausible", "1.5"], "strictly between 0 and 1"),
+    (["--plausible", "0"], "strictly between 0 and 1"),
+    (["--plausible", "--plausibility-layer", "no/such"], "no targetable tensor"),
+    (["--plausible", "--noise", "poisson"], "not supported yet"),
+    (["--plausible", "--optimizer", "dream"], "not available yet"),
+])
+def test_refusals_are_one_line_and_exit_2(tmp_path, capsys, extra, fragment):
+    code, _, err = _run(["run", "--budget", "40", "--out", str(tmp_path / "r.zarr"), "--no-progress", *extra], capsys)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_data_of_the_wrong_channel_count_is_one_line(tmp_path, capsys):
+    # (data of another length are resampled to the model's, with a note: the data module's rule)
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    np.save(tmp_path / "two.npy", np.random.default_rng(0).standard_normal((50, 2, L)).astype(np.float32))
+    code, _, err = _run(["run", "--model", str(model), "--data", str(tmp_path / "two.npy"), "--plausible",
+                         "--budget", "40", "--out", str(tmp_path / "r.zarr"), "--no-progress"], capsys)
+    assert code == 2 and "channel" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_simulated_neuron_is_refused_in_the_api():
+    from xdream_ts.loop import run
+    from xdream_ts.targets import TargetSpec
+    with pytest.raises(UserError, match="simulated neuron has none.*--plausibility-model"):
+        run("basis:8", TargetSpec(kind="simulated", length=L), "random", budget=20, progress=False, plausible=0.99)
+
+
+def test_a_resumed_plausible_run_continues_exactly(tmp_path):
+    # the ranking's floor is scorer state: the store keeps it per generation, so resume matches a run in one go
+    from xdream_ts.loop import run
+    from xdream_ts.targets import TargetSpec
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    spec = TargetSpec(model=str(model), units=["logits:0"], data=str(_real_series(tmp_path / "real.npy")))
+    whole = run("auto", spec, "genetic", budget=200, progress=False, plausible=0.9, store=tmp_path / "a.zarr")
+    run("auto", spec, "genetic", budget=100, progress=False, plausible=0.9, store=tmp_path / "b.zarr")
+    resumed = run("auto", spec, "genetic", budget=200, progress=False, plausible=0.9, store=tmp_path / "b.zarr",
+                  resume=True)
+    np.testing.assert_array_equal(resumed.objective, whole.objective)
+    np.testing.assert_array_equal(resumed.scores, whole.scores)
+    assert resumed.reported_index == whole.reported_index

@@ -1,0 +1,349 @@
+"""Plausible super stimuli: maximise a target's activation subject to the stimulus staying where real
+series live, in the model's own activation space (issue 16).
+
+The constraint: the Mahalanobis distance of a stimulus' activation vector in a layer (default the
+penultimate one, :func:`xdream_ts.analysis.default_layer`) from the real data's distribution there
+must be at most the ``quantile`` (default 0.99) of the real series' own distances. The fit is the one
+``xdream-ts show --plausibility`` makes (:func:`xdream_ts.analysis.fit_reference`, on the same
+reference series), so a run and ``show`` agree on every distance.
+
+:class:`PlausibleScorer` wraps ONE ONNX session that returns the target unit(s) and every unit of the
+layer from the same forward pass. It scores ``(n, k + 1)``: the k raw target activations, then the
+distance; the store keeps both per presented series (a scorer of several targets, as the loop already
+records them), and ``objective`` turns them into the one value the optimizer is told:
+
+- ``feasibility-first`` (the default; Deb 2000): every feasible stimulus ranks above every infeasible
+  one; feasible ones by their activation, infeasible ones by their violation (smaller is better). It
+  needs no weight to tune, and ask/tell optimizers that rank (CMA, the default) see exactly that order.
+  Written as a number, an infeasible stimulus gets ``floor - scale * violation / threshold``, where
+  ``floor`` is below every feasible activation seen so far (it starts one real-data range below the
+  lowest feasible real activation and moves down when a feasible stimulus scores lower), so that
+  value-based optimizers (genetic, fdgd, nes) see values on the activation's own scale.
+- ``penalty``: an adaptive penalty (Hadj-Alouane & Bean 1997): ``activation - lam * scale * violation /
+  threshold``; lam doubles after a generation whose best stimulus was infeasible and shrinks by 1.5
+  after one whose best was feasible. Kept to measure against the default; it lets the search cross
+  infeasible ground, at the price of a weight whose history decides the ranking.
+
+Scorers without internal layers (a remote endpoint, a simulated neuron) are refused for now.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UserError
+
+DEFAULT_QUANTILE = 0.99
+METHODS = ("feasibility-first", "penalty")
+DISTANCE_NAME = "plausibility:mahalanobis"
+
+
+def check_quantile(q) -> float:
+    """The --plausible QUANTILE, checked where it is given: a number strictly between 0 and 1."""
+    try:
+        if isinstance(q, bool):
+            raise ValueError
+        q = float(q)
+    except (TypeError, ValueError):
+        raise UserError(f"--plausible must be a quantile between 0 and 1 (e.g. 0.99), got {q!r}") from None
+    if not 0.0 < q < 1.0:
+        raise UserError(f"--plausible must be a quantile strictly between 0 and 1 (e.g. 0.99), got {q!r}")
+    return q
+
+
+def feasibility_first(activation, violation, floor: float, scale: float = 1.0) -> np.ndarray:
+    """The value told for each stimulus: its activation when feasible (``violation <= 0``), else
+    ``floor - scale * violation``. With ``floor`` at or below every feasible activation, every feasible
+    stimulus ranks above every infeasible one, and among infeasible ones a smaller violation ranks
+    higher. NaN (a missing response) stays NaN."""
+    a = np.asarray(activation, dtype=np.float64)
+    v = np.asarray(violation, dtype=np.float64)
+    floor = min(float(floor), float(np.nanmin(a[v <= 0]))) if np.any(v <= 0) else float(floor)
+    out = np.where(v <= 0, a, floor - float(scale) * np.maximum(v, 0.0))
+    return np.where(np.isnan(a) | np.isnan(v), np.nan, out)
+
+
+class PlausibleScorer:
+    """Target activation(s) and plausibility distance from one forward pass; see the module docstring.
+
+    joint: a scorer returning (n, k + D), the k targets first, then the D units of ``layer``;
+    fit: a :class:`xdream_ts.analysis.ReferenceFit` of the layer on the reference series.
+    """
+
+    noisy = False
+    objective_name = "plausible"
+
+    def __init__(self, joint, k: int, fit, quantile: float, layer: str, objective: str = "sum",
+                 method: str = "feasibility-first", floor: float = 0.0, scale: float = 1.0,
+                 target_names=None, reference: dict | None = None):
+        from .objective import Objective
+
+        if method not in METHODS:
+            raise UserError(f"unknown plausibility method {method!r}: use {' or '.join(METHODS)}")
+        self.joint, self.k, self.fit, self.layer, self.method = joint, int(k), fit, layer, method
+        self.quantile = check_quantile(quantile)
+        self.threshold = float(np.quantile(fit.distances, self.quantile))
+        self.inner = Objective(objective, n_targets=self.k)
+        self.floor, self.scale, self.lam = float(floor), float(scale) or 1.0, 1.0
+        names = list(target_names or getattr(joint, "target_names", [])[: self.k])
+        self.target_names = names + [f"{DISTANCE_NAME}@{layer}"]
+        self.length, self.channels = getattr(joint, "length", None), getattr(joint, "channels", None)
+        self.reference = dict(reference or {})
+
+    # -- scoring: (n, k + 1) ---------------------------------------------------------------------
+    def __call__(self, series: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.joint(series), dtype=np.float64)
+        return self.split(out)
+
+    def split(self, joint_scores: np.ndarray) -> np.ndarray:
+        """(n, k + D) joint scores -> (n, k + 1): the targets and the distance of the layer's part."""
+        d = self.fit.mahalanobis(joint_scores[:, self.k:])
+        return np.concatenate([joint_scores[:, : self.k], d[:, None]], axis=1)
+
+    def activation(self, scores: np.ndarray) -> np.ndarray:
+        """(n, k + 1) -> (n,) the targets' objective (one target: its activation)."""
+        return self.inner(scores[:, : self.k]) if self.k > 1 else scores[:, 0]
+
+    def violation(self, scores: np.ndarray) -> np.ndarray:
+        return (scores[:, self.k] - self.threshold) / self.threshold
+
+    def objective(self, scores: np.ndarray) -> np.ndarray:
+        """The value told to the optimizer. Session.tell calls it once per generation (mean over
+        repeats), and it keeps its floor / weight as state, which the store records for resume."""
+        s = np.asarray(scores, dtype=np.float64)
+        a, v = self.activation(s), self.violation(s)
+        ok = np.isfinite(a) & np.isfinite(v)
+        if self.method == "feasibility-first":
+            value = feasibility_first(a, v, self.floor, self.scale)
+            feas = ok & (v <= 0)
+            if feas.any():  # the floor only moves down: every feasible value stays above it
+                self.floor = min(self.floor, float(a[feas].min()))
+            return value
+        value = np.where(ok, a - self.lam * self.scale * np.maximum(v, 0.0), np.nan)
+        if ok.any():
+            best = int(np.nanargmax(np.where(ok, value, -np.inf)))
+            self.lam = self.lam * 2.0 if v[best] > 0 else max(self.lam / 1.5, 1e-3)
+        return value
+
+    # -- state, description --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"floor": self.floor, "lam": self.lam}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.floor, self.lam = float(state["floor"]), float(state["lam"])
+
+    def describe(self) -> dict:
+        inner = self.joint.describe() if hasattr(self.joint, "describe") else {}
+        # model_path and sha256 at the top: show --plausibility and resume look for them there
+        return {"name": "plausible", "kind": "plausible", "model_path": inner.get("model_path"),
+                "sha256": inner.get("sha256"), "layer": self.layer, "quantile": self.quantile,
+                "threshold": self.threshold, "method": self.method,
+                "targets": (inner.get("targets") or [])[: self.k], "target_names": list(self.target_names),
+                "providers": inner.get("providers")}
+
+    def record(self) -> dict:
+        """What a run's config keeps (``config["plausible"]``): enough for ``show`` to report distances
+        and percentiles without the model, and to refit the same reference for ``--plausibility``."""
+        return {"quantile": self.quantile, "layer": self.layer, "threshold": self.threshold, "method": self.method,
+                "k": self.k, "objective": self.inner.name, "reference": self.reference, "fit": self.fit.summary(),
+                "reference_distances": [float(x) for x in self.fit.distances]}
+
+
+def plausible_scorer(built, quantile: float = DEFAULT_QUANTILE, layer: str | None = None,
+                     method: str = "feasibility-first") -> PlausibleScorer:
+    """The constrained scorer of a built target (:func:`xdream_ts.targets.build`): one ONNX session for
+    the target unit(s) and every unit of ``layer`` (default: the penultimate layer), the covariance fitted
+    on the run's data (``--data``), or on the shipped FordA sample for the shipped model."""
+    from .analysis import default_layer, fit_reference, layer_targets
+    from .targets import build, is_shipped, shipped_model
+
+    spec = built.spec
+    quantile = check_request(spec, quantile)
+    model = spec.model or shipped_model()
+    layer = layer or default_layer(model)
+    units = layer_targets(model, layer)
+    joint = build(spec.with_(units=[*spec.units, *units], data=None, noise="none", reference=None,
+                             objective="sum")).clean
+    if built.data is not None:
+        idx = built.real_index
+        X = built.data.squeeze()[idx]
+        reference = {"kind": "data", "source": spec.data, "indices": [int(i) for i in idx]}
+    elif is_shipped(spec):
+        from .reference import sample_series
+        X = sample_series()[0]
+        reference = {"kind": "shipped", "source": "shipped FordA sample"}
+    else:
+        raise UserError("--plausible needs the model's real series to measure plausibility against: pass --data")
+    k = len(spec.units)
+    out = np.asarray(joint(X), dtype=np.float64)
+    fit = fit_reference(out[:, k:])
+    scorer = PlausibleScorer(joint, k, fit, quantile, layer, objective=spec.objective, method=method,
+                             target_names=getattr(built.clean, "target_names", None), reference=reference)
+    real = scorer.activation(out[:, :k])
+    feas = scorer.violation(scorer.split(out)) <= 0
+    span = float(np.ptp(real)) if len(real) > 1 else 0.0
+    scorer.scale = span if span > 0 else max(abs(float(real.mean())), 1.0)
+    # one real range below the lowest feasible real activation: below what a search starting from the
+    # real series is likely ever to present, so the floor seldom has to move
+    scorer.floor = float(real[feas].min() if feas.any() else real.min()) - scorer.scale
+    scorer.reference["n"] = int(len(X))
+    # kept for the start (start_codes), not recorded: the config keeps where they came from
+    scorer.reference_series, scorer.reference_values = X, feasibility_first(real, scorer.violation(scorer.split(out)),
+                                                                            scorer.floor, scorer.scale)
+    return scorer
+
+
+START_N = 10  # encoded real series in the first generation, as the loop starts from --data
+
+
+def start_codes(scorer: PlausibleScorer, decoder, optimizer, params: dict, seed: int | None = 0):
+    """Start the search from the real series that rank best under the constraint (the most activating
+    feasible ones), encoded by the decoder, when the optimizer takes start codes. A start at random codes
+    lies far outside the real data (distances of 40 to 70 against a real 99th percentile near 8 on the
+    shipped model) and may never find the feasible region within a small budget. Returns
+    (params, init_info or None); a start the caller chose is kept."""
+    import inspect
+
+    from .decoders.encode import initial_codes
+    from .optimizers import optimizer_class
+
+    if not isinstance(optimizer, str) or "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
+        return params, None
+    X, values = scorer.reference_series, scorer.reference_values
+    n = max(1, min(START_N, int(np.isfinite(values).sum())))
+    # the decoder's own shape: (n, L) real series for a decoder that writes (n, 1, L), or back
+    ndim = np.asarray(decoder(np.zeros((1, decoder.latent_dim)))).ndim
+    if ndim == 3 and X.ndim == 2:
+        X = X[:, None, :]
+    elif ndim == 2 and X.ndim == 3 and X.shape[1] == 1:
+        X = X[:, 0]
+    codes, idx = initial_codes(decoder, X, values, n, "best", seed=int(seed or 0), return_indices=True)
+    info = {"which": "best plausible", "n": n, "source": scorer.reference.get("source"), "ranked": int(len(X)),
+            "indices": [int(i) for i in idx]}
+    return {**params, "init": codes}, info
+
+
+def check_request(spec, quantile, optimizer=None) -> float:
+    """Every refusal of a --plausible run, before anything is built or written: the quantile, a target
+    without layers, noise, and the gradient optimizer (its penalty is not written yet)."""
+    q = check_quantile(quantile)
+    refuse_without_layers(spec)
+    if spec.noise not in (None, "none"):
+        raise UserError("--plausible with --noise is not supported yet: the noise would fall on the distance too; "
+                        "drop --noise or --plausible")
+    if optimizer == "dream" or getattr(optimizer, "needs_gradients", False):
+        raise UserError("--plausible with dream is not available yet (it needs the distance as a differentiable "
+                        "penalty): use a gradient-free optimizer (default, cmaes, genetic, ...)")
+    return q
+
+
+def refuse_without_layers(spec) -> None:
+    """One line for a target with no internal layers to measure plausibility in."""
+    if spec.kind != "onnx":
+        what = "a remote endpoint" if spec.kind == "endpoint" else "a simulated neuron"
+        raise UserError(f"--plausible needs a model's internal layer, and {what} has none: it would need a "
+                        "reference model named with --plausibility-model (not available yet); drop --plausible")
+
+
+def reference_series(record: dict, spec) -> np.ndarray:
+    """The reference series a plausible run fitted its covariance on, from its config record."""
+    ref = record.get("reference") or {}
+    if ref.get("kind") == "shipped":
+        from .reference import sample_series
+        return sample_series()[0]
+    if ref.get("kind") == "data":
+        from .data import load_dataset
+        from .targets import build
+        length = getattr(build(spec.with_(data=None, noise="none")).clean, "length", None)
+        X = load_dataset(ref["source"], length=length).squeeze()
+        return X[np.asarray(ref["indices"], dtype=np.intp)]
+    raise UserError("this plausible run does not record its reference series: pass --reference-data")
+
+
+# ------------------------------------------------------------------------------------- reporting
+def summary(run) -> dict | None:
+    """A plausible run's report, from its store alone (no model needed): the reported (best feasible)
+    stimulus with its activation, relative activation, distance and percentile, and beside it the best
+    unconstrained stimulus seen. Keys as :func:`xdream_ts.analysis.plausibility_summary` (``best_*``)."""
+    rec = (run.config or {}).get("plausible")
+    if not rec:
+        return None
+    act, dist = activation_and_distance(run)
+    if act is None or not np.isfinite(act).any():
+        return None
+    ref = np.sort(np.asarray(rec["reference_distances"], dtype=np.float64))
+
+    def pct(d):
+        return float(100.0 * np.searchsorted(ref, d, side="right") / len(ref))
+
+    ref_max = run.reference_max
+
+    def entry(g, p):
+        a, d = float(act[g, p]), float(dist[g, p])
+        return {"generation": int(g), "member": int(p), "activation": a,
+                "relative_activation": a / ref_max if ref_max else None, "distance": d, "percentile": pct(d),
+                "feasible": bool(d <= rec["threshold"])}
+
+    g, p = reported_index(run)
+    best = entry(g, p)
+    free = np.where(np.isfinite(act), act, -np.inf)
+    ug, up = np.unravel_index(int(np.argmax(free)), free.shape)
+    fit = rec.get("fit") or {}
+    return {"layer": rec["layer"], "quantile": rec["quantile"], "threshold": rec["threshold"],
+            "method": fit.get("method"), "constraint": rec["method"], "n_reference": fit.get("n_reference"),
+            "reference_median": fit.get("reference_median"), "reference_p95": fit.get("reference_p95"),
+            "reference_source": (rec.get("reference") or {}).get("source"),
+            "best_distance": best["distance"], "best_percentile": best["percentile"], "feasible": best["feasible"],
+            "n_feasible": int(np.sum(np.isfinite(act) & (dist <= rec["threshold"]))),
+            "reported": best, "unconstrained": entry(ug, up)}
+
+
+def activation_and_distance(run):
+    """(activation (G, P), distance (G, P)) of a plausible run: means over repeats of its stored scores."""
+    rec = (run.config or {}).get("plausible")
+    s = np.asarray(run.scores, dtype=np.float64)
+    if not rec or s.ndim != 4:
+        return None, None
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(s, axis=2)  # (G, P, k + 1)
+    k = int(rec["k"])
+    if k > 1:
+        from .objective import Objective
+        flat = mean[..., :k].reshape(-1, k)
+        act = Objective(rec["objective"], n_targets=k)(flat).reshape(mean.shape[:2])
+    else:
+        act = mean[..., 0]
+    shown = np.arange(s.shape[1])[None, :] < np.asarray(run.n_evaluated)[:, None]
+    return np.where(shown, act, np.nan), np.where(shown, mean[..., k], np.nan)
+
+
+def reported_index(run) -> tuple[int, int]:
+    """The best feasible stimulus by activation; when none is feasible, the one of smallest distance."""
+    rec = run.config["plausible"]
+    act, dist = activation_and_distance(run)
+    ok = np.isfinite(act) & np.isfinite(dist)
+    if not ok.any():
+        raise UserError("this run has no valid score yet: nothing to report")
+    feas = ok & (dist <= rec["threshold"])
+    if feas.any():
+        flat = np.where(feas, act, -np.inf)
+    else:
+        flat = np.where(ok, -dist, -np.inf)
+    g, p = np.unravel_index(int(np.argmax(flat)), flat.shape)
+    return int(g), int(p)
+
+
+def format_lines(p: dict) -> list[str]:
+    """Lines for ``xdream-ts show`` / ``run`` of a plausible run, after the plausibility line."""
+    def f(v):
+        return "n/a" if v is None else f"{v:.4g}"
+    r, u = p["reported"], p["unconstrained"]
+    head = (f"plausible      {'feasible' if r['feasible'] else 'NO feasible stimulus found: reported the closest'}"
+            f" (distance <= {f(p['threshold'])}, the {100 * p['quantile']:.3g}% quantile of the real series; "
+            f"{p['n_feasible']} feasible presented)")
+    rep = (f"  reported     activation {f(r['activation'])}  relative {f(r['relative_activation'])}  distance "
+           f"{f(r['distance'])}  percentile {r['percentile']:.0f}  (generation {r['generation']}, member {r['member']})")
+    free = (f"  unconstrained activation {f(u['activation'])}  relative {f(u['relative_activation'])}  distance "
+            f"{f(u['distance'])}  percentile {u['percentile']:.0f}  (the best activation seen, feasible or not)")
+    return [head, rep, free]
