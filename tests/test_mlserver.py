@@ -124,10 +124,11 @@ def test_simulated_neuron_served_by_mlserver(server):
 
 def test_mlserver_refusals_are_one_line_user_errors(server):
     url, _ = server
+    # the declared input shape is read first, so a wrong length is refused before any request is sent
     with RemoteScorer(url, model="tiny", **{"length": 50}) as sc:
-        with pytest.raises(UserError, match="HTTP 400") as info:
+        with pytest.raises(UserError, match="fixed length of 64") as info:
             sc(np.zeros((2, 50), dtype=np.float32))  # the model takes 64 steps
-    assert "\n" not in str(info.value) and sc.retries == 0
+    assert "\n" not in str(info.value) and sc.retries == 0 and sc.requests == 0
     with pytest.raises(UserError, match="does not serve a ready model 'nope'"):
         RemoteScorer(url, model="nope").check()
 
