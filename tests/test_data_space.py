@@ -111,3 +111,26 @@ def test_data_with_the_wrong_channels_is_one_line(tmp_path, capsys, model_and_da
                                  "--out", str(tmp_path / "w.zarr")])
     assert code == 2 and "channel" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "w.zarr").exists()
+
+
+def test_a_run_started_from_the_data_resumes_bit_identically(tmp_path, model_and_data):
+    import xdream_ts
+    from xdream_ts.targets import TargetSpec
+
+    model, data, _ = model_and_data
+    spec = TargetSpec(model=str(model), units=["logits:0"], data=str(data))
+    full = xdream_ts.run("auto", spec, "default", budget=200, store=tmp_path / "full.zarr", progress=False)
+    class Crash(Exception):
+        pass
+
+    def crash(generation, *_):
+        if generation == 2:
+            raise Crash  # the process dies after committing generation 2 (a write-behind flush included)
+
+    with pytest.raises(Crash):
+        xdream_ts.run("auto", spec, "default", budget=200, store=tmp_path / "part.zarr", progress=False, callback=crash)
+    resumed = xdream_ts.run("auto", spec, "default", budget=200, store=tmp_path / "part.zarr", resume=True,
+                            progress=False)
+    np.testing.assert_array_equal(resumed.codes, full.codes)
+    np.testing.assert_array_equal(resumed.objective, full.objective)
+    assert resumed.config["init_info"] == full.config["init_info"]
