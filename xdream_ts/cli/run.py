@@ -1,29 +1,16 @@
-"""xdream-ts: the command line. `xdream-ts COMMAND --help` is the full reference.
-
-Every user error (bad flag, bad config, missing file, wrong shape) prints ONE line on stderr and exits
-with code 2, no traceback; recorded data is never touched by an error.
-"""
+"""`xdream-ts run`: flags or a TOML file -> a TargetSpec -> one search (the loop), and its summary."""
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
+from ..errors import UserError
+from .show import format_summary
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + message; we want one line and exit code 2
-        raise UserError(f"{message} (see `{self.prog} --help`)")
-
-
-# ---------------------------------------------------------------------------------------------------
-# run
-# ---------------------------------------------------------------------------------------------------
 RUN_DEFAULTS = {
     "optimizer": "default", "decoder": None, "budget": 3000, "repeats": 1, "noise": "none", "seed": 0,
     "out": None, "resume": False, "model": None, "layer": None, "unit": 0, "position": "center",
@@ -31,13 +18,13 @@ RUN_DEFAULTS = {
     "target": None, "objective": "sum", "providers": None, "tensor_layout": None, "optimizer_params": None,
     "init": None, "init_data": None, "init_n": None, "data": None,
     # plausible super stimuli (issue 16, xdream_ts/plausible.py)
-    "plausible": None, "plausibility_layer": None, "plausibility_method": "feasibility-first",
+    "plausible": None, "plausibility_layer": None, "plausibility_method": "penalty",
     # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
     "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
 
 
-def _add_run(sub):
+def add_cli(sub):
     p = sub.add_parser("run", help="search for the series that drive a target hardest",
                        description="Run a search. Options come from CONFIG.toml (keys as the long flags, with "
                                    "underscores) and/or flags; flags win. Without --model the target is the "
@@ -58,9 +45,10 @@ def _add_run(sub):
                         "or the shipped FordA sample for the shipped model)")
     p.add_argument("--plausibility-layer", help="tensor the --plausible distance is measured in (default: the "
                                                 "penultimate layer)")
-    p.add_argument("--plausibility-method", choices=("feasibility-first", "penalty"),
-                   help="how --plausible ranks stimuli: feasibility-first (default: every feasible above every "
-                        "infeasible) or penalty (adaptive)")
+    p.add_argument("--plausibility-method", choices=("penalty", "feasibility-first"),
+                   help="how --plausible ranks stimuli: penalty (default: an adaptive penalty on the violation) or "
+                        "feasibility-first (every feasible above every infeasible); either way the run reports "
+                        "its best feasible stimulus")
     p.add_argument("--decoder", help="auto (default: fitted on --data, else the shipped prior), identity, basis[:N], "
                                      "pca:FILE.npz, pca:DATA[:K], default, or a trained decoder folder")
     p.add_argument("--budget", type=int, help="presentations (each repeat counts), default 3000")
@@ -101,7 +89,7 @@ def _add_run(sub):
 
 
 def _load_toml(path: str) -> dict:
-    from .targets import load_toml
+    from ..targets import load_toml
     data = load_toml(path, table="run")
     unknown = sorted(set(data) - set(RUN_DEFAULTS))
     if unknown:
@@ -138,16 +126,16 @@ def _parse_param(text: str) -> tuple[str, object]:
 
 
 def cmd_run(args) -> int:
-    from .loop import prepare, run
-    from .protocols import Reporting
-    from .targets import TargetSpec, build, is_shipped
+    from ..loop import prepare, run
+    from ..protocols import Reporting
+    from ..targets import TargetSpec, build, is_shipped
 
     opts = resolve_run_options(args)
     spec = TargetSpec.from_options(opts)
     if opts["plausible"] is True:  # TOML `plausible = true`: the default quantile
         opts["plausible"] = 0.99
     if opts["plausible"] is not None:  # every refusal before a store exists
-        from .plausible import check_request
+        from ..plausible import check_request
         check_request(spec, opts["plausible"], opts["optimizer"])
     out = Path(opts["out"] or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.zarr")
     if out.exists() and not opts["resume"]:
@@ -164,7 +152,7 @@ def cmd_run(args) -> int:
         # library (the committed Sequence Dreaming results ran without it), on for someone at the shell.
         params.setdefault("redraw_dead", True)
     if opts["init"] and not opts["resume"]:  # a resumed run continues from its stored state instead
-        from .optimizers import optimizer_class
+        from ..optimizers import optimizer_class
         if "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
                             "genetic, cmaes, fdgd, nes or ng:NAME")
@@ -176,7 +164,7 @@ def cmd_run(args) -> int:
     if opts["init"] and not opts["resume"]:
         params["init"], config["init_info"] = start_codes(opts, target, decoder)
     if opts["plausible"] is not None:  # issue 16: the constrained scorer, its record in the config, its start
-        from .plausible import plausible_scorer, start_codes as plausible_start
+        from ..plausible import plausible_scorer, start_codes as plausible_start
         scorer = plausible_scorer(target, opts["plausible"], opts["plausibility_layer"], opts["plausibility_method"])
         config["plausible"] = scorer.record()
         if not opts["resume"] and not opts["init"] and "init" not in opts["optimizer_params"]:
@@ -203,21 +191,21 @@ def start_codes(opts: dict, target, decoder):
     """
     import numpy as np
 
-    from .decoders.encode import initial_codes
-    from .series import resample, znormalize
-    from .targets import is_shipped, start_from_data
+    from ..decoders.encode import initial_codes
+    from ..series import resample, znormalize
+    from ..targets import is_shipped, start_from_data
     n = int(opts["init_n"] or 20)
     if not opts["init_data"] and target.data is not None:
         if not 1 <= n <= len(target.real_index):
             raise UserError(f"--init-n must be between 1 and the {len(target.real_index)} series of --data, got {n}")
         return start_from_data(target, decoder, n, opts["init"], seed=int(opts["seed"]))
     if opts["init_data"]:
-        from .analysis import load_reference_data
+        from ..analysis import load_reference_data
         X, source = load_reference_data(opts["init_data"]), str(opts["init_data"])
     else:
         if not is_shipped(target.spec):
             raise UserError("--init needs real series of the target's data: pass --data (or --init-data)")
-        from .reference import sample_series
+        from ..reference import sample_series
         X, source = sample_series()[0], "shipped FordA sample"
     scorer = target.clean
     length = getattr(scorer, "length", None)
@@ -231,131 +219,3 @@ def start_codes(opts: dict, target, decoder):
     codes, idx = initial_codes(decoder, X, scores, n, opts["init"], seed=int(opts["seed"]), return_indices=True)
     return codes, {"which": opts["init"], "n": n, "source": source, "ranked": len(X),
                    "indices": [int(i) for i in idx]}
-
-
-# ---------------------------------------------------------------------------------------------------
-# show, optimizers
-# ---------------------------------------------------------------------------------------------------
-def format_summary(s: dict) -> str:
-    def f(v):
-        return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-    lines = [
-        f"run            {s['path']}",
-        f"target         {s['scorer']}   decoder {s['decoder']}   optimizer {s['optimizer']}",
-        f"presentations  {s['presentations']} of {s['budget']} in {s['generations']} generations"
-        f" (repeats {s['repeats']}, missing responses {s['missing_responses']})",
-        f"best score     {f(s['best_score'])}   clean {f(s['best_clean_score'])}",
-    ]
-    inc = s.get("incumbent")
-    # one measurement is just the best response: a "mean over 1 presentations" line would claim a robustness
-    # the run never measured
-    if inc and inc.get("measurements", 0) > 1:
-        lines.append(f"incumbent      mean {f(inc['mean_score'])} over {inc['measurements']} presentations"
-                     f"   clean {f(inc.get('clean_score'))}   (the optimizer's pick: not a lucky draw)")
-    if s.get("relative_activation") is not None:
-        lines.append(f"relative act.  {f(s['relative_activation'])}  (best / reference max {f(s['reference_max'])};"
-                     f" > 1 is a super stimulus)")
-    lines.append(f"complete       {s['complete']}")
-    if s.get("plausibility"):
-        from .analysis import format_plausibility
-        lines.append(format_plausibility(s["plausibility"]))
-        if s["plausibility"].get("reported"):  # a plausible run: feasibility and the unconstrained best beside
-            from .plausible import format_lines
-            lines.extend(format_lines(s["plausibility"]))
-    return "\n".join(lines)
-
-
-def cmd_show(args) -> int:
-    from .loop import load_run
-    r = load_run(args.run)
-    s = r.summary()
-    if args.plausibility or args.reference_data or args.layer or args.model:
-        from .analysis import plausibility_summary
-        # a plausible run keeps what it measured (feasibility, the unconstrained best); the refit adds to it
-        s["plausibility"] = {**(s.get("plausibility") or {}),
-                             **plausibility_summary(r, model=args.model, layer=args.layer,
-                                                    reference_series=args.reference_data)}
-    print(json.dumps(s) if args.json else format_summary(s))
-    return 0
-
-
-def _add_show(sub):
-    p = sub.add_parser("show", help="summarise a run store")
-    p.add_argument("run", help="run store folder")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plausibility", action="store_true",
-                   help="Mahalanobis distance of the best series to real data in activation space (the shipped "
-                        "FordA sample for the shipped model; --reference-data otherwise)")
-    p.add_argument("--reference-data", help="UCR dataset folder or .tsv of real series (implies --plausibility)")
-    p.add_argument("--layer", help="tensor to measure plausibility in (default: the penultimate layer)")
-    p.add_argument("--model", help="the .onnx model (default: the one the run probed)")
-    p.set_defaults(func=cmd_show)
-
-
-def cmd_optimizers(args) -> int:
-    from .optimizers import BUILTIN
-    for name, (_, _, doc) in BUILTIN.items():
-        print(f"{name:10s} {doc}")
-    try:
-        from .optimizers.nevergrad import list_nevergrad
-    except ImportError:
-        return 0
-    ok, refused = list_nevergrad()
-    print(f"\nng:NAME    any of {len(ok)} nevergrad optimizers that take a population, e.g. "
-          + ", ".join(f"ng:{n}" for n in ok[:8]) + ", ...")
-    if args.all:
-        print("\n".join(f"  ng:{n}" for n in ok))
-        if refused:
-            print("\nleft out (they refuse several workers):")
-            print("\n".join(f"  ng:{n}: {why}" for n, why in refused))
-    return 0
-
-
-def _add_optimizers(sub):
-    p = sub.add_parser("optimizers", help="list the optimizers")
-    p.add_argument("--all", action="store_true", help="list every usable nevergrad optimizer, and those left out")
-    p.set_defaults(func=cmd_optimizers)
-
-
-# ---------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="xdream-ts", description="Find the time series that drive a unit hardest (XDream for time series).")
-    parser.add_argument("--version", action="version", version=f"xdream-ts {__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
-    _add_run(sub)
-    _add_show(sub)
-    _add_optimizers(sub)
-    import importlib
-    import importlib.util
-    for module in EXTRA_COMMANDS:
-        if importlib.util.find_spec(f"xdream_ts.{module}") is None:
-            continue  # not part of this installation
-        importlib.import_module(f"xdream_ts.{module}").add_cli(sub)
-    return parser
-
-
-# Subcommands that live beside the code they drive: each module has add_cli(subparsers), which adds
-# its parser and sets `func` (called with the parsed args; returns the exit code). Modules must import
-# their heavy dependencies inside `func`, so `xdream-ts --help` stays fast.
-EXTRA_COMMANDS = ("inspect", "demo", "train_decoder", "compare", "inverse_set", "rig", "sweep", "report", "watch")
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 2
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"xdream-ts: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("xdream-ts: interrupted; the run store keeps every completed generation (--resume continues it)",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
