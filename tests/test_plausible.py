@@ -87,7 +87,7 @@ def test_plausible_run_on_the_shipped_model(tmp_path, capsys):
     assert code == 0 and "Mahalanobis" in out and "percentile" in out
     s = json.loads(_run(["show", out_dir, "--json"], capsys)[1])
     p = s["plausibility"]
-    assert p["quantile"] == 0.99 and p["layer"] == "gap" and p["feasible"]
+    assert p["quantile"] == 0.99 and p["layer"] == "gap" and p["feasible"] and p["constraint"] == "penalty"
     assert p["best_distance"] <= p["threshold"] and p["best_percentile"] <= 99.5
     assert s["reported"] == {"generation": p["reported"]["generation"], "member": p["reported"]["member"]}
     assert p["reported"]["relative_activation"] > 1  # a plausible super stimulus of this unit
@@ -142,15 +142,15 @@ def test_plausible_run_on_a_tiny_model_rescored_independently(tmp_path, capsys):
     assert again["best_distance"] == pytest.approx(p["best_distance"], rel=1e-6)
 
 
-def test_adaptive_penalty_is_recorded_and_reports_the_best_feasible(tmp_path):
+def test_feasibility_first_is_recorded_and_reports_the_best_feasible(tmp_path):
     from xdream_ts.loop import run
     from xdream_ts.targets import TargetSpec
     model = _tiny_onnx(tmp_path / "tiny.onnx")
     data = _real_series(tmp_path / "real.npy")
     r = run("auto", TargetSpec(model=str(model), units=["logits:0"], data=str(data)), "cmaes", budget=200,
-            progress=False, plausible=0.99, plausibility_method="penalty", store=tmp_path / "r.zarr")
+            progress=False, plausible=0.99, plausibility_method="feasibility-first", store=tmp_path / "r.zarr")
     p = r.summary()["plausibility"]
-    assert p["constraint"] == "penalty" and r.config["scorer"]["method"] == "penalty"
+    assert p["constraint"] == "feasibility-first" and r.config["scorer"]["method"] == "feasibility-first"
     if p["n_feasible"]:
         assert p["feasible"] and p["best_distance"] <= p["threshold"]
     assert r.scores.shape[-1] == 2  # the raw activation and the distance of every presented series
@@ -209,3 +209,36 @@ def test_a_resumed_plausible_run_continues_exactly(tmp_path):
     np.testing.assert_array_equal(resumed.objective, whole.objective)
     np.testing.assert_array_equal(resumed.scores, whole.scores)
     assert resumed.reported_index == whole.reported_index
+
+
+# ------------------------------------------------------------------------------ input space
+def test_a_simulated_neuron_with_data_is_constrained_in_input_space(tmp_path, capsys):
+    from xdream_ts.analysis import fit_reference
+    from xdream_ts.loop import run
+    from xdream_ts.plausible import InputFeatures
+    from xdream_ts.targets import TargetSpec
+    data = _real_series(tmp_path / "real.npy")
+    r = run("auto", TargetSpec(kind="simulated", length=L, data=str(data)), "cmaes", budget=300, progress=False,
+            plausible=0.99, store=tmp_path / "r.zarr")
+    p = r.summary()["plausibility"]
+    assert p["layer"] == "input" and p["feasible"] and p["best_distance"] <= p["threshold"]
+    # refitted independently of the run: its features and covariance from the same real series
+    X = np.load(data)
+    feats = InputFeatures(X)
+    fit = fit_reference(feats(X))
+    g, m = r.reported_index
+    assert fit.mahalanobis(feats(r.series[g, m][None]))[0] == pytest.approx(p["best_distance"], rel=1e-6)
+    again = json.loads(_run(["show", str(tmp_path / "r.zarr"), "--json", "--plausibility"], capsys)[1])
+    assert again["plausibility"]["best_distance"] == pytest.approx(p["best_distance"], rel=1e-6)
+
+
+def test_a_model_can_be_constrained_in_input_space_too(tmp_path, capsys):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    out_dir = str(tmp_path / "p.zarr")
+    code, out, err = _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data), "--plausible",
+                           "--plausibility-layer", "input", "--budget", "200", "--out", out_dir, "--no-progress"],
+                          capsys)
+    assert code == 0, err
+    p = json.loads(_run(["show", out_dir, "--json"], capsys)[1])["plausibility"]
+    assert p["layer"] == "input" and p["best_distance"] <= p["threshold"]

@@ -334,6 +334,10 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
     from .loop import Run, load_run
 
     r = run if isinstance(run, Run) else load_run(run)
+    rec = r.config.get("plausible")  # a plausible run: its own layer and reference series (issue 16)
+    if rec and rec["layer"] == "input" and layer is None and model is None:
+        from .plausible import input_space_summary
+        return input_space_summary(r, rec, reference_series)
     if model is None:
         model = (r.config.get("scorer") or {}).get("model_path")
         if not model:
@@ -343,14 +347,12 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
         raise UserError(f"model {model} not found: pass the .onnx file the run probed")
     from .reference import is_reference_model
     shipped = isinstance(model, (str, os.PathLike)) and is_reference_model(model)
-    rec = r.config.get("plausible")  # a plausible run: its own layer and reference series (issue 16)
     if layer is None:
         layer = rec["layer"] if rec else ("gap" if shipped else default_layer(model))
     source = "given"
     if reference_series is None and rec:
         from .plausible import reference_series as recorded_reference
-        from .targets import TargetSpec
-        reference_series = recorded_reference(rec, TargetSpec.from_config(r.config))
+        reference_series = recorded_reference(rec, r.series.shape[-1])
         source = (rec.get("reference") or {}).get("source") or "recorded"
     if reference_series is None:
         if not shipped:

@@ -457,7 +457,7 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         resume: bool = False, progress: bool = True, chunk_size: int | None = None,
         reference_max: float | None = None, config: dict | None = None, callback=None,
         write_behind: bool = True, optimizer_params: dict | None = None, plausible: float | None = None,
-        plausibility_layer: str | None = None, plausibility_method: str = "feasibility-first") -> Run:
+        plausibility_layer: str | None = None, plausibility_method: str = "penalty") -> Run:
     """Search for the series that maximise ``scorer`` through ``decoder``, proposing codes with ``optimizer``.
 
     decoder   a Decoder (codes (n, d) -> series) or a name such as "basis" / "identity" / "default"
@@ -479,7 +479,7 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
     plausible QUANTILE (e.g. 0.99; needs a TargetSpec of an ONNX model): maximise the activation subject to
               the stimulus' Mahalanobis distance in ``plausibility_layer`` (default: the penultimate layer)
               lying within that quantile of the real data's own distances (``xdream_ts.plausible``);
-              ``plausibility_method`` 'feasibility-first' (default) or 'penalty'
+              ``plausibility_method`` 'penalty' (adaptive, default) or 'feasibility-first'
     Returns a :class:`Run`.
     """
     from .targets import TargetSpec, build
