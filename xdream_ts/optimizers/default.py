@@ -57,7 +57,7 @@ class DefaultOptimizer(BaseOptimizer):
     """Explore, then search on a sphere with a decaying angular step; noise-aware (see the module doc).
 
     population_size  codes per generation (constant; 40 as in Wang & Ponce's SphereCMA)
-    radius           norm of every code (default 0.5 * sqrt(dim))
+    radius           norm of every code (default 0.5 * sqrt(dim); with ``init``, the norm of its first code)
     sigma0, sigma_end  angular step (radians) at the start and the end of ``budget``
                      (default 0.87 -> 0.128, or 0.87 -> 0.35 when noisy)
     budget           evaluations the run will give (presentations / repeats), for the step decay
@@ -71,7 +71,7 @@ class DefaultOptimizer(BaseOptimizer):
 
     name = "default"
     _state_keys = ("mean", "n_told", "generation", "best_seen", "pending", "layout", "archive_codes",
-                   "archive_sum", "archive_n", "prior", "incumbent_index", "snapshot_index")
+                   "archive_sum", "archive_n", "prior", "incumbent_index", "snapshot_index", "radius", "explore")
 
     def __init__(self, dim: int, seed: int | None = None, population_size: int = 40, noisy: bool = False,
                  init: np.ndarray | None = None, radius: float | None = None, sigma0: float = 0.87,
@@ -93,7 +93,12 @@ class DefaultOptimizer(BaseOptimizer):
         if int(budget) < 1:
             raise UserError(f"default optimizer: budget must be >= 1, got {budget}")
         self.budget = int(budget)
-        self.radius = float(radius) if radius is not None else 0.5 * math.sqrt(self.dim)
+        seeds = None if init is None else np.asarray(init, dtype=np.float64).reshape(-1, self.dim)[: self.population_size]
+        start_norm = 0.0 if seeds is None else float(np.linalg.norm(seeds[0]))
+        # Without a start, a sphere of norm 0.5 * sqrt(dim) (tuned on the prior). With one (an encoded real
+        # series), the sphere through it: a smaller one pulls every sample towards the prior's mean, away
+        # from what the real series already does (measured in experiments/results/data_space*.md)
+        self.radius = float(radius) if radius is not None else (start_norm if start_norm > 0 else 0.5 * math.sqrt(self.dim))
         if not self.radius > 0:
             raise UserError(f"default optimizer: radius must be > 0, got {radius}")
         self.mean_rate = float(mean_rate)
@@ -105,7 +110,6 @@ class DefaultOptimizer(BaseOptimizer):
         if self.snapshot_every < 1:
             raise UserError(f"default optimizer: snapshot_every must be >= 1, got {snapshot_every}")
 
-        seeds = None if init is None else np.asarray(init, dtype=np.float64).reshape(-1, self.dim)[: self.population_size]
         start = None if seeds is None else seeds[0]
         if start is not None and np.linalg.norm(start) > 0:
             self.explore_fraction, self.explore = 0.0, 0  # a given start replaces exploration
@@ -133,6 +137,11 @@ class DefaultOptimizer(BaseOptimizer):
             fresh = self.pending[: max(0, self.population_size - k)]
             self.pending = np.concatenate([fresh, seeds[1:], seeds[:1]])
             self.layout = np.array([self.population_size - 1 if not self.noisy else self.population_size], dtype=np.int64)
+
+    def load_state_dict(self, state: dict) -> None:
+        # radius and explore follow from the start codes, which a resumed run does not pass again: they are
+        # state. Stores written before they were keep the values this instance was built with.
+        super().load_state_dict({"radius": self.radius, "explore": self.explore, **state})
 
     # ---- sampling ---------------------------------------------------------------------------------
     @property
