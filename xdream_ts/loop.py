@@ -509,7 +509,7 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
                       chunk_size=chunk_size, reference_max=reference_max, config=config, write_behind=write_behind,
                       optimizer_params=optimizer_params)
     from .progress import progress_bar
-    bar = progress_bar(total=session.budget, initial=session.presentations, unit="pres", enabled=progress)
+    bar = progress_bar(total=session.budget, initial=session.presentations, unit="pres", desc="run", enabled=progress)
     try:
         while (gen := session.step()) is not None:
             bar.update(gen.n * session.repeats)
