@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     makers = {"fig2": lambda: fig2_config(args.quick, decoder, args.fig2_all_units, fig2_opts),
               "fig5": lambda: fig5_config(args.quick),
               "fig6": lambda: fig6_config(args.quick)}
-    from xdream_ts.report import _md_table, first_super_table, summary_table, _normalize
+    from xdream_ts.report import first_super_table, md_table, normalize_runs, summary_table
     sections = []
     for name in [f for f in args.figures.split(",") if f]:
         cfg = makers[name]()
@@ -148,11 +148,11 @@ def main(argv=None) -> int:
         if args.seeds:
             cfg["seeds"] = args.seeds
         res, rep, runs, wall = run_figure(name, cfg, work, figdir, args.workers)
-        _normalize(runs)
+        normalize_runs(runs)
         extra = []
         if name == "fig6":
             extra.append(plot_fig6(runs, figdir / name / "fig6_hyperparameters.png"))
-        table = _md_table(summary_table(runs), [
+        table = md_table(summary_table(runs), [
             ("noise", "noise"), ("depth", "depth"), ("optimizer", "optimizer"), ("runs", "runs"), ("units", "units"),
             ("relative", "relative activation, median [IQR]" if name == "fig2" else "fraction of optimum, median [IQR]"),
             ("super_share", "super stimuli" if name == "fig2" else "runs > optimum"),
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         if name == "fig2":
             fs = first_super_table(runs)
             text += ["Presentations until the first super stimulus (relative activation > 1), median over units "
-                     "(per unit: median over seeds):", "", _md_table(
+                     "(per unit: median over seeds):", "", md_table(
                          [{**r, "median_presentations": f"{r['median_presentations']:.0f}" if r["median_presentations"]
                            is not None else f"not reached (> {r['budget']})",
                            "units_with_super": f"{r['units_with_super']}/{r['units']}"} for r in fs],

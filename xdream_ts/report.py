@@ -267,7 +267,7 @@ def _load_reference(reference_data) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------------
-def _normalize(runs: list[RunInfo]) -> None:
+def normalize_runs(runs: list[RunInfo]) -> None:
     """Normalized activation (Wang & Ponce 2022): best clean activation / best any run reached on that target."""
     best: dict[str, float] = {}
     for r in runs:
@@ -343,7 +343,7 @@ def summary_table(runs: list[RunInfo]) -> list[dict]:
     return out
 
 
-def _md_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+def md_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     head = "| " + " | ".join(c[1] for c in columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(_fmt(r.get(c[0])) if not isinstance(r.get(c[0]), str) else r.get(c[0])
@@ -369,7 +369,7 @@ def report(source, out_dir, reference_data=None) -> dict:
     kind, runs, failures = collect(source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _normalize(runs)
+    normalize_runs(runs)
     figures: list[Path] = []
 
     # trajectories: one panel per target, one line per (optimizer, noise)
@@ -465,7 +465,7 @@ def _markdown(kind, source, runs, failures, figures, real_rows, out: Path) -> st
              "", "Relative activation = best clean activation / best activation over real data for that unit "
              "(> 1: a super stimulus). Normalized activation = best clean activation / best any run reached on "
              "that unit. Clean = noiseless activation where the noise was simulated, else observed.", ""]
-    lines += ["## Summary", "", _md_table(summary_table(runs), [
+    lines += ["## Summary", "", md_table(summary_table(runs), [
         ("noise", "noise"), ("depth", "depth"), ("optimizer", "optimizer"), ("runs", "runs"), ("units", "units"),
         ("relative", "relative activation, median [IQR]"), ("super_share", "super stimuli"),
         ("normalized", "normalized activation, median [IQR]")]), ""]
@@ -473,21 +473,21 @@ def _markdown(kind, source, runs, failures, figures, real_rows, out: Path) -> st
     if fs:
         lines += ["## Presentations until the first super stimulus", "",
                   "Median over units (per unit: median over seeds); a unit counts as reached when any seed found one.",
-                  "", _md_table([{**r, "median_presentations": _fmt(r["median_presentations"]) if
+                  "", md_table([{**r, "median_presentations": _fmt(r["median_presentations"]) if
                                   r["median_presentations"] is not None else f"not reached (> {r['budget']})",
                                   "units_with_super": f"{r['units_with_super']}/{r['units']}"} for r in fs],
                                 [("noise", "noise"), ("optimizer", "optimizer"),
                                  ("units_with_super", "units with a super stimulus"),
                                  ("median_presentations", "presentations, median over units")]), ""]
     if real_rows:
-        lines += ["## Best stimulus vs. best real series", "", _md_table(real_rows, [
+        lines += ["## Best stimulus vs. best real series", "", md_table(real_rows, [
             ("target", "target"), ("optimizer", "best run's optimizer"), ("best", "best stimulus"),
             ("real", "best real series"), ("ratio", "ratio"), ("real_source", "real series")]), ""]
     lines += ["## Figures", ""]
     for f in figures:
         lines += [f"![{f.stem}]({f.relative_to(out)})", ""]
     rows = sorted(runs, key=lambda r: (r.target, r.optimizer, r.noise, r.seed if r.seed is not None else -1))
-    lines += ["## Runs", "", _md_table([{
+    lines += ["## Runs", "", md_table([{
         "target": r.target, "optimizer": r.optimizer, "noise": r.noise, "seed": r.seed, "best": r.best_score,
         "clean": r.best_clean, "relative": r.relative, "normalized": r.normalized,
         "presentations": r.presentations, "first_super": r.first_super,
@@ -498,7 +498,7 @@ def _markdown(kind, source, runs, failures, figures, real_rows, out: Path) -> st
     if len(rows) > 500:
         lines += ["", f"({len(rows) - 500} more runs not listed)"]
     if failures:
-        lines += ["", "## Tasks not finished", "", _md_table(failures, [("id", "task"), ("status", "status"),
+        lines += ["", "## Tasks not finished", "", md_table(failures, [("id", "task"), ("status", "status"),
                                                                         ("error", "error")])]
     return "\n".join(lines) + "\n"
 
