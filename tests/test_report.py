@@ -82,7 +82,7 @@ def test_report_on_a_sweep_writes_violins_tables_and_the_best_real_series(small_
     assert "## Presentations until the first super stimulus" in md and "best of 50 reference series" in md
     # the numbers in the tables are those of the run stores
     infos = rp.collect(result.path)[1]
-    rp._normalize(infos)
+    rp.normalize_runs(infos)
     for target in {i.target for i in infos}:  # normalized activation: the best run of a unit is 1
         assert max(i.best_value for i in infos if i.target == target) > 0
         assert max(i.normalized for i in infos if i.target == target) == pytest.approx(1.0)
