@@ -177,7 +177,7 @@ def test_sigkilled_sweep_restarts_without_redoing_finished_tasks_and_resumes_exa
     # the resumed runs equal uninterrupted ones, bit for bit
     for k in partial:
         task = next(t for t in sw.make_tasks(sw.load_config(cfg), out) if t["id"] == k)
-        dec, scorer, opt, ref, _ = sw.build_task(task)
+        dec, scorer, opt, ref, _, _ = sw.build_task(task)
         fresh = xdream_ts.run(dec, scorer, opt, budget=task["budget"], seed=task["seed"], progress=False)
         resumed = r.load_run(k)
         np.testing.assert_array_equal(resumed.objective, fresh.objective)
@@ -352,3 +352,26 @@ def test_a_sweep_rerun_after_the_model_changed_refuses_instead_of_reusing_old_re
     with pytest.raises(UserError, match="another version of"):
         sw.sweep(cfg, tmp_path / "out", executor="serial", progress=False)
     assert [p.read_bytes() for p in stores] == before  # the finished runs are untouched
+
+
+def test_a_target_with_data_fits_auto_once_and_starts_every_task_from_the_data(tmp_path):
+    model = tiny_onnx_model(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, L)
+    X = 3.0 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4, (60, 1)) * t) + 0.1 * rng.standard_normal((60, L))
+    np.save(tmp_path / "real.npy", X[:, None].astype(np.float32))  # raw units around 3: not z-normalised
+    cfg = {"name": "data", "budget": 60, "seeds": [0, 1], "decoders": ["auto"], "optimizers": ["default"],
+           "providers": "cpu",
+           "targets": [{"kind": "onnx", "model": str(model), "layer": "block1/out", "units": [0, 1],
+                        "data": str(tmp_path / "real.npy")}]}
+    r = sw.sweep(cfg, tmp_path / "s", executor="serial", progress=False)
+    assert len(r.done) == 4
+    fits = list((tmp_path / ".xdream_ts").glob("pca-*.npz"))
+    assert len(fits) == 1  # one fit beside the data, shared by every task
+    for k in r.done:
+        run = r.load_run(k)
+        assert run.config["data"]["space"] == "data" and run.config["init_info"]["n"] == 10
+        assert run.reference_max == pytest.approx(run.config["data"]["best_real_score"])
+        shown = run.series[np.isfinite(run.series).all(axis=-1)]
+        assert 1.5 < float(shown.mean()) < 4.5  # the data's units, not z-normalised
+        assert run.best_score >= run.config["data"]["best_real_score"] - 0.1 * abs(run.reference_max)

@@ -16,8 +16,8 @@ TOP_KEYS = ("name", "budget", "repeats", "seeds", "decoders", "optimizers", "noi
             "chunk_size", "targets")
 TARGET_KEYS = {
     "simulated": ("kind", "length", "channels", "seeds", "gain", "reference_max"),
-    "reference": ("kind", "layer", "units", "position", "reference_max"),
-    "onnx": ("kind", "model", "layer", "units", "position", "layout", "reference_max"),
+    "reference": ("kind", "layer", "units", "position", "reference_max", "data"),
+    "onnx": ("kind", "model", "layer", "units", "position", "layout", "reference_max", "data"),
 }
 
 
@@ -57,6 +57,9 @@ def load_config(config) -> dict:
         units = [3, 4]
         position = 250
         reference_max = [1.7, 2.2]          # optional, one per unit: best activation over your data
+        data = "my_series.npy"              # optional (reference and onnx targets): the model's real series,
+                                            # as `run --data`: their units, the auto decoder (fitted once), the
+                                            # start and, without reference_max, the reference maximum
 
     Singular spellings are accepted (``seed = 4``, ``unit = 2``); a ``[sweep]`` table may hold the top keys.
     Each expanded target becomes a :class:`~xdream_ts.targets.TargetSpec` (:func:`target_spec`).
@@ -179,6 +182,17 @@ def _expand_target(spec, base: Path | None) -> list[dict]:
     if "layer" not in spec and spec.get("units") != "benchmark":
         raise UserError(f"sweep config: {kind} target needs layer = \"TENSOR\" (`xdream-ts inspect MODEL` lists them)")
     position = spec.get("position", "center")
+    # the model's real series (any format `run --data` reads): they set the stimulus space, the auto decoder
+    # (fitted once, cached beside the data), the start and the reference maximum of each task. Recorded
+    # only when given, so the task ids of configs without data stay what they were.
+    extra = {}
+    if spec.get("data") is not None:
+        data = Path(str(spec["data"])).expanduser()
+        if not data.is_absolute() and base is not None:
+            data = base / data
+        if not data.exists():
+            raise UserError(f"sweep config: {kind} target data {spec['data']!r} not found: check the path")
+        extra = {"data": str(data.resolve())}
     if kind == "reference":
         if spec.get("units") == "benchmark":
             return [{"kind": "reference", "layer": u[0], "unit": int(u[1]), "position": "center",
@@ -186,7 +200,7 @@ def _expand_target(spec, base: Path | None) -> list[dict]:
         units = _units(spec)
         refs = _per_unit(spec.get("reference_max"), len(units), kind)
         return [{"kind": "reference", "layer": str(spec["layer"]), "unit": u, "position": position,
-                 "reference_max": r} for u, r in zip(units, refs)]
+                 "reference_max": r, **extra} for u, r in zip(units, refs)]
     if "model" not in spec:
         raise UserError("sweep config: onnx target needs model = \"PATH.onnx\"")
     model = Path(spec["model"]).expanduser()
@@ -195,7 +209,7 @@ def _expand_target(spec, base: Path | None) -> list[dict]:
     units = _units(spec)
     refs = _per_unit(spec.get("reference_max"), len(units), kind)
     return [{"kind": "onnx", "model": str(model.resolve()), "layer": str(spec["layer"]), "unit": u,
-             "position": position, "layout": spec.get("layout"), "reference_max": r}
+             "position": position, "layout": spec.get("layout"), "reference_max": r, **extra}
             for u, r in zip(units, refs)]
 
 
@@ -247,7 +261,8 @@ def target_spec(t: dict, noise: str = "none", seed: int | None = 0, threads: int
                           gain=t["gain"], noise=noise, noise_seed=seed, reference=reference)
     return TargetSpec(kind="onnx", model=t["model"] if t["kind"] == "onnx" else None,
                       units=[Target(t["layer"], t["unit"], t["position"])], layout=t.get("layout"),
-                      threads=threads, providers=providers, noise=noise, noise_seed=seed, reference=reference)
+                      threads=threads, providers=providers, noise=noise, noise_seed=seed, reference=reference,
+                      data=t.get("data"))
 
 
 def target_label(t: dict) -> str:
@@ -337,7 +352,7 @@ def validate(cfg: dict) -> None:
         for length, channels in lengths:
             make_decoder(dec, length=length, channels=channels)
     for t in cfg["targets"]:  # the shipped model's reference maxima, read once here
-        if t["kind"] == "reference" and t["reference_max"] is None:
+        if t["kind"] == "reference" and t["reference_max"] is None and not t.get("data"):  # data: their best
             try:
                 t["reference_max"] = reference_maximum(target_spec(t))
             except (KeyError, IndexError, UserError):

@@ -35,9 +35,11 @@ def task_spec(task: dict):
 
 
 def build_task(task: dict):
-    """(decoder, scorer, optimizer, reference_max, optimum) for one task; ONNX sessions are reused
-    across the worker's tasks (``build(spec, reuse=True)``), learned decoders too."""
+    """(decoder, scorer, optimizer, reference_max, optimum, config) for one task; ONNX sessions are reused
+    across the worker's tasks (``build(spec, reuse=True)``), learned decoders too. With data, what the data
+    decide comes from the loop's ``prepare`` (the fit cached beside the data), recorded in ``config``."""
     from ..decoders import make_decoder
+    from ..loop import prepare
     from ..optimizers import make_optimizer
     from ..targets import build
 
@@ -50,18 +52,26 @@ def build_task(task: dict):
     else:
         ref = t["reference_max"]
     scorer = target.scorer
-    length, channels = getattr(target.clean, "length", None), getattr(target.clean, "channels", None)
-    channels = channels if (channels or 1) > 1 else None
-    spec = task["decoder"]
-    if spec.split(":")[0] in ("identity", "basis"):  # cheap and stateless: no need to cache
-        decoder = make_decoder(spec, length=length, channels=channels)
-    else:
-        decoder = _cached_decoder(spec, length, channels)
     opt = task["optimizer"]
+    params, config = dict(opt["params"]), {}
+    if target.data is not None:
+        store = Path(task["out"]) / RUNS_DIR / f"{task['id']}.zarr"
+        decoder, params, config = prepare(target, task["decoder"], opt["name"], params, None, store=store,
+                                          seed=task["seed"])
+        config.pop("target", None)  # the task records its spec itself
+        ref = ref if ref is not None else target.reference_max
+    else:
+        length, channels = getattr(target.clean, "length", None), getattr(target.clean, "channels", None)
+        channels = channels if (channels or 1) > 1 else None
+        spec = task["decoder"]
+        if spec.split(":")[0] in ("identity", "basis"):  # cheap and stateless: no need to cache
+            decoder = make_decoder(spec, length=length, channels=channels)
+        else:
+            decoder = _cached_decoder(spec, length, channels)
     optimizer = make_optimizer(opt["name"], decoder.latent_dim, seed=task["seed"],
                                noisy=bool(getattr(scorer, "noisy", False)),
-                               evaluations=task["budget"] // task["repeats"], **opt["params"])
-    return decoder, scorer, optimizer, ref, optimum
+                               evaluations=task["budget"] // task["repeats"], **params)
+    return decoder, scorer, optimizer, ref, optimum, config
 
 
 def run_task(task: dict) -> dict:
@@ -93,13 +103,13 @@ def _run_task(task: dict, t0: float, where: str) -> dict:
         elif status == "partial":
             repair_commit_marker(store)
         resume = status == "partial"
-        decoder, scorer, optimizer, ref, optimum = build_task(task)
+        decoder, scorer, optimizer, ref, optimum, data_config = build_task(task)
         watchdog = Watchdog(task.get("parent_pid"))
         r = run(decoder, scorer, optimizer, budget=task["budget"], repeats=task["repeats"], seed=task["seed"],
                 store=store, resume=resume, progress=False, chunk_size=task["chunk_size"], reference_max=ref,
                 config={"sweep": {"task": task["id"], "target": task["target_label"],
                                   "optimizer_label": task["optimizer_label"], "noise": task["noise"]},
-                        "target": task_spec(task).to_dict()},
+                        "target": task_spec(task).to_dict(), **data_config},
                 callback=watchdog)
     return {**summarize(r, task, optimum), "skipped": False, "resumed": resume, "worker": where,
             "wall_seconds": round(time.perf_counter() - t0, 3)}
