@@ -328,3 +328,20 @@ def test_import_stays_light():
             "print(','.join(m for m in ('torch', 'scipy', 'matplotlib', 'onnxruntime', 'zarr') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_cli_inverse_set_with_the_models_data_is_relative_to_their_best(tmp_path, capsys):
+    from xdream_ts.adapters.onnx import OnnxScorer, Target
+    from xdream_ts.cli import main
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    X = random_znormalised(200)
+    np.save(tmp_path / "real.npy", X)
+    best = float(OnnxScorer(model, Target("block/out", 1, "center"))(X).max())
+    out = tmp_path / "inv.zarr"
+    rc = main(["inverse-set", "--model", str(model), "--layer", "block/out", "--unit", "1", "--relative",
+               "--range", "0.8", "1.0", "--data", str(tmp_path / "real.npy"), "--n", "10", "--out", str(out),
+               "--no-progress", "--method", "free"])
+    assert rc == 0, capsys.readouterr().err
+    inv = load_inverse_set(out)
+    a = OnnxScorer(model, Target("block/out", 1, "center"))(inv.series)
+    assert np.all((a >= 0.8 * best - 1e-6) & (a <= best + 1e-6))  # the range is relative to the data's best

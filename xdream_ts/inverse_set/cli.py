@@ -31,7 +31,10 @@ def add_cli(sub) -> None:
                         "samples the intersection of the inverse sets")
     p.add_argument("--n", type=int, default=500, help="samples wanted, default 500")
     p.add_argument("--out", required=True, help="zarr folder to write (must not exist)")
-    p.add_argument("--decoder", help="identity, basis[:N], pca:FILE.npz, default, or a trained decoder folder")
+    p.add_argument("--data", help="the model's real series (as `run --data`): their units, the auto decoder and, "
+                                  "for one unit, the reference maximum of --relative")
+    p.add_argument("--decoder", help="auto (default: fitted on --data, else the shipped prior), identity, basis[:N], "
+                                     "pca:FILE.npz, default, or a trained decoder folder")
     p.add_argument("--method", choices=("auto", "gradient", "free"), default="auto",
                    help="gradient (needs a torch version of the model: the shipped reference model has one), "
                         "free (any target), auto (default)")
@@ -57,7 +60,8 @@ def cli_target(args):
     `xdream-ts run` builds its target (without --model: the shipped reference model when installed)."""
     from ..targets import TargetSpec, build, reference_maximum
     opts = {"model": args.model, "layer": args.layer, "unit": args.unit, "position": args.position,
-            "threads": args.threads, "length": args.length, "noise": args.noise, "seed": args.seed}
+            "threads": args.threads, "length": args.length, "noise": args.noise, "seed": args.seed,
+            "data": args.data}
     if args.also:
         opts["target"] = [f"{args.layer or ''}:{args.unit}@{args.position}"] + [t for t, _, _ in args.also]
     spec = TargetSpec.from_options(opts)
@@ -68,13 +72,15 @@ def cli_target(args):
         refs = [reference_maximum(spec.with_(units=[u])) for u in spec.units]
     else:
         refs = [built.reference_max]
+    if built.data is not None and spec.single:
+        refs = [built.reference_max]  # with the model's data: the best real response of the unit
     return built, refs
 
 
 def cmd_inverse_set(args) -> int:
     import json
 
-    from ..decoders import default_decoder_spec, make_decoder
+    from ..decoders import make_decoder
 
     if args.n < 1 or (args.budget is not None and args.budget < 1) or args.repeats < 1:
         raise UserError("--n, --budget and --repeats must be positive integers")
@@ -99,8 +105,8 @@ def cmd_inverse_set(args) -> int:
     if args.method in ("gradient", "auto") and args.noise in (None, "", "none"):
         torch_scorer = torch_twin(target, need=args.method == "gradient")
     length = getattr(scorer, "length", None) or args.length
-    decoder = make_decoder(args.decoder or default_decoder_spec(), length=length,
-                           channels=getattr(scorer, "channels", None))
+    decoder = make_decoder(args.decoder or "auto", length=length, channels=getattr(scorer, "channels", None),
+                           data=target.data, cache_dir=Path(args.out).parent if target.data is not None else None)
     features = args.features
     if features not in ("series", "codes"):
         features = layer_features(target, features, torch_scorer)
