@@ -531,10 +531,8 @@ def prepare(built, decoder, optimizer, optimizer_params: dict | None, config: di
     name is made for the target's shape, fitted on its data when given, cached beside the store), the
     start (the encoded real series that drive the target hardest, when the optimizer takes start codes),
     and the config recording the spec and the stimulus space. Returns (decoder, optimizer_params, config)."""
-    import inspect
-
     from .decoders import make_decoder
-    from .optimizers import optimizer_class
+    from .optimizers import takes_start_codes
     length, channels = shape_of(built.scorer)
     params = dict(optimizer_params or {})
     config = {**(config or {}), "target": built.spec.to_dict()}
@@ -546,9 +544,7 @@ def prepare(built, decoder, optimizer, optimizer_params: dict | None, config: di
         return decoder, params, config
     config["data"] = {**built.data.describe(), "space": "znorm" if built.data.znormalized else "data",
                       "best_real_score": float(np.nanmax(built.real_scores))}
-    takes_init = isinstance(optimizer, str) and "init" in inspect.signature(
-        optimizer_class(optimizer).__init__).parameters
-    if takes_init and "init" not in params and not resume:
+    if takes_start_codes(optimizer) and "init" not in params and not resume:
         from .targets import start_from_data
         params["init"], config["init_info"] = start_from_data(built, decoder, START_FROM_DATA, seed=int(seed or 0))
     return decoder, params, config

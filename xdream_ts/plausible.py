@@ -231,12 +231,11 @@ def start_codes(scorer: PlausibleScorer, decoder, optimizer, params: dict, seed:
     lies far outside the real data (distances of 40 to 70 against a real 99th percentile near 8 on the
     shipped model) and may never find the feasible region within a small budget. Returns
     (params, init_info or None); a start the caller chose is kept."""
-    import inspect
 
     from .decoders.encode import initial_codes
-    from .optimizers import optimizer_class
+    from .optimizers import takes_start_codes
 
-    if not isinstance(optimizer, str) or "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
+    if not takes_start_codes(optimizer):
         return params, None
     X, values = scorer.reference_series, scorer.reference_values
     n = max(1, min(START_N, int(np.isfinite(values).sum())))

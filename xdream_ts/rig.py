@@ -52,8 +52,7 @@ import re
 import sys
 import threading
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -346,6 +346,7 @@ def _score_data(built: BuiltTarget) -> None:
     """Load the model's data at the model's length, score them in one batch (cleanly), and let the best
     real response be the reference maximum unless the user gave one."""
     from .data import load_dataset
+    from .decoders.auto import check_channels
     from .objective import Objective
     from .protocols import shape_of
     import sys
@@ -354,9 +355,7 @@ def _score_data(built: BuiltTarget) -> None:
     data = load_dataset(built.spec.data, length=length)
     for note in data.notes:
         print(f"xdream-ts: {note}", file=sys.stderr)
-    if channels is not None and int(channels) != data.channels:
-        raise UserError(f"{data.source} has {data.channels} channel(s) but the model takes {channels}; "
-                        "pass data with the model's channels")
+    check_channels(data, channels)
     idx = np.arange(data.n)
     if data.n > DATA_SCORED:
         idx = np.sort(np.random.default_rng(0).choice(data.n, DATA_SCORED, replace=False))

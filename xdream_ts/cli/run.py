@@ -1,7 +1,6 @@
 """`xdream-ts run`: flags or a TOML file -> a TargetSpec -> one search (the loop), and its summary."""
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import time
@@ -152,8 +151,8 @@ def cmd_run(args) -> int:
         # library (the committed Sequence Dreaming results ran without it), on for someone at the shell.
         params.setdefault("redraw_dead", True)
     if opts["init"] and not opts["resume"]:  # a resumed run continues from its stored state instead
-        from ..optimizers import optimizer_class
-        if "init" not in inspect.signature(optimizer_class(optimizer).__init__).parameters:
+        from ..optimizers import takes_start_codes
+        if not takes_start_codes(optimizer):
             raise UserError(f"optimizer {optimizer!r} cannot start from given codes: drop --init, or use default, "
                             "genetic, cmaes, fdgd, nes or ng:NAME")
     target = build(spec, differentiable=optimizer == "dream")
@@ -192,30 +191,28 @@ def start_codes(opts: dict, target, decoder):
     import numpy as np
 
     from ..decoders.encode import initial_codes
-    from ..series import resample, znormalize
+    from ..objective import Objective
     from ..targets import is_shipped, start_from_data
     n = int(opts["init_n"] or 20)
     if not opts["init_data"] and target.data is not None:
         if not 1 <= n <= len(target.real_index):
             raise UserError(f"--init-n must be between 1 and the {len(target.real_index)} series of --data, got {n}")
         return start_from_data(target, decoder, n, opts["init"], seed=int(opts["seed"]))
-    if opts["init_data"]:
+    scorer = target.clean
+    if opts["init_data"]:  # read, and resampled to the model's length, by the one loader
         from ..analysis import load_reference_data
-        X, source = load_reference_data(opts["init_data"]), str(opts["init_data"])
+        X = load_reference_data(opts["init_data"], length=getattr(scorer, "length", None))
+        source = str(opts["init_data"])
     else:
         if not is_shipped(target.spec):
             raise UserError("--init needs real series of the target's data: pass --data (or --init-data)")
         from ..reference import sample_series
         X, source = sample_series()[0], "shipped FordA sample"
-    scorer = target.clean
-    length = getattr(scorer, "length", None)
-    if length and X.shape[-1] != length:
-        X = znormalize(resample(X, int(length)))
     if not 1 <= n <= len(X):
         raise UserError(f"--init-n must be between 1 and the {len(X)} series of {source}, got {n}")
     scores = np.asarray(scorer(X), dtype=np.float64)
     if scores.ndim == 2:
-        scores = scorer.objective(scores) if hasattr(scorer, "objective") else scores[:, 0]
+        scores = Objective(target.spec.objective)(scores)
     codes, idx = initial_codes(decoder, X, scores, n, opts["init"], seed=int(opts["seed"]), return_indices=True)
     return codes, {"which": opts["init"], "n": n, "source": source, "ranked": len(X),
                    "indices": [int(i) for i in idx]}

@@ -42,6 +42,11 @@ def optimizer_class(name: str):
     return getattr(mod, cls)
 
 
+def takes_start_codes(optimizer) -> bool:
+    """Whether an optimizer given by name can start from given codes (an ``init`` parameter)."""
+    return isinstance(optimizer, str) and "init" in inspect.signature(optimizer_class(optimizer).__init__).parameters
+
+
 def make_optimizer(name: str, dim: int, seed: int | None = None, noisy: bool = False,
                    evaluations: int | None = None, **params):
     """Build an optimizer by name for codes of dimension ``dim``; unknown parameters are a UserError.

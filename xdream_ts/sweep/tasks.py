@@ -41,6 +41,7 @@ def build_task(task: dict):
     from ..decoders import make_decoder
     from ..loop import prepare
     from ..optimizers import make_optimizer
+    from ..protocols import is_noisy
     from ..targets import build
 
     t = task["target"]
@@ -69,7 +70,7 @@ def build_task(task: dict):
         else:
             decoder = _cached_decoder(spec, length, channels)
     optimizer = make_optimizer(opt["name"], decoder.latent_dim, seed=task["seed"],
-                               noisy=bool(getattr(scorer, "noisy", False)),
+                               noisy=is_noisy(scorer),
                                evaluations=task["budget"] // task["repeats"], **params)
     return decoder, scorer, optimizer, ref, optimum, config
 
