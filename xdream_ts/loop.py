@@ -457,7 +457,8 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         resume: bool = False, progress: bool = True, chunk_size: int | None = None,
         reference_max: float | None = None, config: dict | None = None, callback=None,
         write_behind: bool = True, optimizer_params: dict | None = None, plausible: float | None = None,
-        plausibility_layer: str | None = None, plausibility_method: str = "penalty") -> Run:
+        plausibility_layer: str | None = None, plausibility_method: str = "penalty",
+        plausibility_model: str | None = None) -> Run:
     """Search for the series that maximise ``scorer`` through ``decoder``, proposing codes with ``optimizer``.
 
     decoder   a Decoder (codes (n, d) -> series) or a name such as "basis" / "identity" / "default"
@@ -479,7 +480,9 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
     plausible QUANTILE (e.g. 0.99; needs a TargetSpec of an ONNX model): maximise the activation subject to
               the stimulus' Mahalanobis distance in ``plausibility_layer`` (default: the penultimate layer)
               lying within that quantile of the real data's own distances (``xdream_ts.plausible``);
-              ``plausibility_method`` 'penalty' (adaptive, default) or 'feasibility-first'
+              ``plausibility_method`` 'penalty' (adaptive, default) or 'feasibility-first';
+              ``plausibility_model`` a reference ONNX model whose layer measures the distance instead (for
+              targets without layers: a simulated neuron, an endpoint); dream ascends it as a differentiable penalty
     Returns a :class:`Run`.
     """
     from .targets import TargetSpec, build
@@ -490,7 +493,7 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
     if isinstance(scorer, TargetSpec):
         if plausible is not None:
             from .plausible import check_request
-            check_request(scorer, plausible, optimizer)
+            check_request(scorer, plausible, optimizer, plausibility_model=plausibility_model)
         built = build(scorer, differentiable=getattr(optimizer, "needs_gradients", False) or optimizer == "dream")
         decoder, optimizer_params, config = prepare(built, decoder, optimizer, optimizer_params, config, store,
                                                     resume, seed)
@@ -498,7 +501,8 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         reference_max = built.reference_max if reference_max is None else reference_max
         if plausible is not None:
             from .plausible import plausible_scorer
-            scorer = plausible_scorer(built, plausible, plausibility_layer, plausibility_method)
+            scorer = plausible_scorer(built, plausible, plausibility_layer, plausibility_method,
+                                      model=plausibility_model)
             config["plausible"] = scorer.record()
             if not resume and not chosen_start:
                 from .plausible import start_codes

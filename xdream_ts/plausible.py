@@ -33,8 +33,17 @@ penalty's tolerance of infeasible samples never reaches the result.
 
 Scorers without internal layers (a remote endpoint, a simulated neuron), or ``--plausibility-layer input``
 on a model: plausibility in input space, the Mahalanobis distance of the series' own principal
-components under the data (:class:`InputFeatures`, fitted on ``--data``). A reference model named with
-``--plausibility-model`` is not available yet.
+components under the data (:class:`InputFeatures`, fitted on ``--data``); or, with
+``--plausibility-model PATH``, in a layer of that reference ONNX model (default its penultimate layer)
+on the same series (:class:`_ReferenceJoint`; the real series: ``--data``, or the shipped sample when the
+reference is the shipped model). A model target can ask for a reference model too.
+
+Gradient path (``dream``): when the target was built differentiable (``build(..., differentiable=True)``),
+the joint scorer is the target model's torch twin returning the target units and the layer's units from
+one forward pass, and :meth:`PlausibleScorer.torch_objective` writes the same constraint in torch with the
+SAME fit (its location and precision): ``activation - lam * scale * relu(d - threshold) / threshold``
+(feasibility-first: the activation inside, ``floor - scale * violation`` outside, per member). lam is
+the adaptive weight of the gradient-free runs, updated once per generation from the told scores.
 """
 from __future__ import annotations
 
@@ -101,6 +110,13 @@ class PlausibleScorer:
         self.target_names = names + [f"{DISTANCE_NAME}@{layer}"]
         self.length, self.channels = getattr(joint, "length", None), getattr(joint, "channels", None)
         self.reference = dict(reference or {})
+        self.space = ""  # one line: where the distance is measured (set by plausible_scorer)
+        self._torch_fit = None
+        if callable(getattr(joint, "torch_forward", None)):
+            # only a differentiable joint offers the gradient path: dream's bind looks for torch_forward
+            self.torch_forward = joint.torch_forward
+            self.device = getattr(joint, "device", None)
+            self.differentiable = True
 
     # -- scoring: (n, k + 1) ---------------------------------------------------------------------
     def __call__(self, series: np.ndarray) -> np.ndarray:
@@ -137,6 +153,32 @@ class PlausibleScorer:
             self.lam = self.lam * 2.0 if v[best] > 0 else max(self.lam / 1.5, 1e-3)
         return value
 
+    # -- the gradient path (dream) ------------------------------------------------------------------
+    def torch_distance(self, acts):
+        """Mahalanobis distances of (n, D) layer activations (a torch tensor), with the fit's own location
+        and precision, so the gradient path and the recorded (numpy) distances measure the same thing."""
+        import torch
+
+        if self._torch_fit is None or self._torch_fit[0].device != acts.device:
+            est = self.fit.estimator
+            self._torch_fit = (torch.as_tensor(est.location_, dtype=acts.dtype, device=acts.device),
+                               torch.as_tensor(est.get_precision(), dtype=acts.dtype, device=acts.device))
+        mu, prec = self._torch_fit
+        diff = acts - mu
+        # the clamp keeps sqrt's gradient finite at the mean (d = 0)
+        return torch.sqrt(torch.clamp(((diff @ prec) * diff).sum(dim=-1), min=1e-12))
+
+    def torch_objective(self, scores):
+        """The value dream ascends, per member, from the joint torch scores (n, k + D); see the module
+        docstring. Uses the current lam / floor; ``objective`` (numpy, once per generation) moves them."""
+        import torch
+
+        a = self.inner(scores[:, : self.k]) if self.k > 1 else scores[:, 0]
+        v = (self.torch_distance(scores[:, self.k:]) - self.threshold) / self.threshold
+        if self.method == "feasibility-first":
+            return torch.where(v <= 0, a, self.floor - self.scale * v)
+        return a - self.lam * self.scale * torch.relu(v)
+
     # -- state, description --------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"floor": self.floor, "lam": self.lam}
@@ -151,33 +193,47 @@ class PlausibleScorer:
                 "sha256": inner.get("sha256"), "layer": self.layer, "quantile": self.quantile,
                 "threshold": self.threshold, "method": self.method,
                 "targets": (inner.get("targets") or [])[: self.k], "target_names": list(self.target_names),
-                "providers": inner.get("providers")}
+                "providers": inner.get("providers"), "space": self.space,
+                **({"plausibility_model": inner["plausibility_model"]} if inner.get("plausibility_model") else {})}
 
     def record(self) -> dict:
         """What a run's config keeps (``config["plausible"]``): enough for ``show`` to report distances
         and percentiles without the model, and to refit the same reference for ``--plausibility``."""
         return {"quantile": self.quantile, "layer": self.layer, "threshold": self.threshold, "method": self.method,
+                "space": self.space, "model": getattr(self.joint, "plausibility_model", None),
                 "k": self.k, "objective": self.inner.name, "reference": self.reference, "fit": self.fit.summary(),
                 "reference_distances": [float(x) for x in self.fit.distances]}
 
 
 def plausible_scorer(built, quantile: float = DEFAULT_QUANTILE, layer: str | None = None,
-                     method: str = "penalty") -> PlausibleScorer:
+                     method: str = "penalty", model: str | None = None) -> PlausibleScorer:
     """The constrained scorer of a built target (:func:`xdream_ts.targets.build`): one ONNX session for
     the target unit(s) and every unit of ``layer`` (default: the penultimate layer), the covariance fitted
-    on the run's data (``--data``), or on the shipped FordA sample for the shipped model."""
+    on the run's data (``--data``), or on the shipped FordA sample for the shipped model.
+
+    A target built differentiable (dream) gets its torch twin instead, for the targets and the layer in
+    one forward pass, and with it the gradient path. ``model``: a reference ONNX model
+    (``--plausibility-model``) whose ``layer`` measures the distance on the same series, for targets
+    without layers of their own (or a model target that asks)."""
     from .analysis import default_layer, layer_targets
-    from .targets import build, is_shipped, shipped_model
+    from .targets import build, differentiable_twin, is_shipped, shipped_model
 
     spec = built.spec
-    quantile = check_request(spec, quantile)
+    quantile = check_request(spec, quantile, plausibility_model=model)
+    differentiable = callable(getattr(built.clean, "torch_forward", None))
+    if model is not None:
+        return _reference_model_scorer(built, quantile, str(model), layer, method, differentiable)
     if spec.kind != "onnx" or layer == INPUT:
+        if differentiable:
+            raise UserError("dream --plausible measures the distance in a model layer (its gradient): drop "
+                            "--plausibility-layer input, or use a gradient-free optimizer")
         return _input_space_scorer(built, quantile, method)
     model = spec.model or shipped_model()
     layer = layer or default_layer(model)
     units = layer_targets(model, layer)
-    joint = build(spec.with_(units=[*spec.units, *units], data=None, noise="none", reference=None,
-                             objective="sum")).clean
+    joint_spec = spec.with_(units=[*spec.units, *units], data=None, noise="none", reference=None, objective="sum")
+    # the gradient path scores through the twin: targets and layer from the same torch forward pass
+    joint = differentiable_twin(joint_spec) if differentiable else build(joint_spec).clean
     if built.data is not None:
         idx = built.real_index
         X = built.data.squeeze()[idx]
@@ -188,7 +244,15 @@ def plausible_scorer(built, quantile: float = DEFAULT_QUANTILE, layer: str | Non
         reference = {"kind": "shipped", "source": "shipped FordA sample"}
     else:
         raise UserError("--plausible needs the model's real series to measure plausibility against: pass --data")
-    return _finish(built, joint, X, quantile, layer, method, reference)
+    scorer = _finish(built, joint, X, quantile, layer, method, reference)
+    scorer.space = (f"plausibility measured in layer {layer!r} of the target's own model "
+                    f"({_name(model)}{', torch twin' if differentiable else ''}), fitted on {reference['source']}")
+    return scorer
+
+
+def _name(path) -> str:
+    from pathlib import Path
+    return Path(str(path)).name
 
 
 def _input_space_scorer(built, quantile, method) -> "PlausibleScorer":
@@ -196,7 +260,72 @@ def _input_space_scorer(built, quantile, method) -> "PlausibleScorer":
         raise UserError("--plausible in input space needs the real series to measure against: pass --data")
     X = built.data.squeeze()[built.real_index]
     reference = {"kind": "data", "source": built.spec.data, "indices": [int(i) for i in built.real_index]}
-    return _finish(built, _InputJoint(built.clean, InputFeatures(X)), X, quantile, INPUT, method, reference)
+    scorer = _finish(built, _InputJoint(built.clean, InputFeatures(X)), X, quantile, INPUT, method, reference)
+    scorer.space = (f"plausibility measured in input space (the principal components of {built.spec.data}), "
+                    "not in a model layer")
+    return scorer
+
+
+def _reference_model_scorer(built, quantile, model: str, layer, method, differentiable) -> "PlausibleScorer":
+    """Plausibility in a layer of a reference ONNX model (``--plausibility-model``) on the same series."""
+    from pathlib import Path
+
+    from .analysis import default_layer, layer_targets
+    from .protocols import shape_of
+    from .reference import is_reference_model
+    from .targets import TargetSpec, build
+
+    if differentiable:
+        raise UserError("dream --plausible with --plausibility-model is not supported: the reference model's "
+                        "distance gives no gradient here; use a gradient-free optimizer (default, cmaes, ...)")
+    if not Path(model).is_file():
+        raise UserError(f"--plausibility-model {model}: no such file; give the reference .onnx model")
+    layer = layer or default_layer(model)
+    units = layer_targets(model, layer)  # a layer it lacks: one line naming the ones it has
+    ref = build(TargetSpec(model=model, units=units, threads=built.spec.threads)).clean
+    (tl, tc), (rl, rc) = shape_of(built.clean), shape_of(ref)
+    if (tl and rl and int(tl) != int(rl)) or (tc and rc and int(tc) != int(rc)):
+        raise UserError(f"--plausibility-model {_name(model)} takes series of length {rl} x {rc or 1} channel(s), "
+                        f"the target {tl} x {tc or 1}: the reference model must read the target's series")
+    if built.data is not None:
+        X = built.data.squeeze()[built.real_index]
+        reference = {"kind": "data", "source": built.spec.data, "indices": [int(i) for i in built.real_index]}
+    elif is_reference_model(model):
+        from .reference import sample_series
+        X = sample_series()[0]
+        reference = {"kind": "shipped", "source": "shipped FordA sample"}
+    else:
+        raise UserError(f"--plausibility-model {_name(model)} needs the real series its layer is fitted on: pass "
+                        "--data (only the shipped reference model brings its own sample)")
+    joint = _ReferenceJoint(built.clean, ref, model)
+    scorer = _finish(built, joint, X, quantile, layer, method, reference)
+    scorer.space = (f"plausibility measured in layer {layer!r} of the reference model {_name(model)} "
+                    f"(--plausibility-model) on the same series, fitted on {reference['source']}")
+    return scorer
+
+
+class _ReferenceJoint:
+    """Target scores and a reference model's layer on the same series, (n, k + D)."""
+
+    def __init__(self, target, reference, model: str):
+        self.target, self.reference, self.plausibility_model = target, reference, str(model)
+        self.length = getattr(target, "length", None) or getattr(reference, "length", None)
+        self.channels = getattr(target, "channels", None) or getattr(reference, "channels", None)
+        self.target_names = list(getattr(target, "target_names", None) or [])
+
+    def __call__(self, series) -> np.ndarray:
+        s = np.asarray(self.target(series), dtype=np.float64)
+        r = np.asarray(self.reference(series), dtype=np.float64)
+        return np.concatenate([s[:, None] if s.ndim == 1 else s, r], axis=1)
+
+    def describe(self) -> dict:
+        from .loop import describe
+        inner = describe(self.target, "scorer")
+        ref = describe(self.reference, "scorer")
+        # a target without a model of its own (simulated, endpoint): the reference model is the model
+        # show --plausibility refits in
+        return {**inner, "model_path": inner.get("model_path") or ref.get("model_path"),
+                "sha256": inner.get("sha256") or ref.get("sha256"), "plausibility_model": self.plausibility_model}
 
 
 def _finish(built, joint, X, quantile, layer, method, reference) -> "PlausibleScorer":
@@ -293,18 +422,19 @@ class _InputJoint:
         return {**describe(self.target, "scorer"), "plausibility_space": INPUT}
 
 
-def check_request(spec, quantile, optimizer=None) -> float:
+def check_request(spec, quantile, optimizer=None, plausibility_model=None) -> float:
     """Every refusal of a --plausible run, before anything is built or written: the quantile, a target
-    without layers, noise, and the gradient optimizer (its penalty is not written yet)."""
+    without layers (and neither data nor a reference model), noise, and dream where its distance would
+    have no gradient."""
     q = check_quantile(quantile)
-    if spec.kind != "onnx" and not spec.data:
+    if spec.kind != "onnx" and not spec.data and not plausibility_model:
         refuse_without_layers(spec)
     if spec.noise not in (None, "none"):
         raise UserError("--plausible with --noise is not supported yet: the noise would fall on the distance too; "
                         "drop --noise or --plausible")
-    if optimizer == "dream" or getattr(optimizer, "needs_gradients", False):
-        raise UserError("--plausible with dream is not available yet (it needs the distance as a differentiable "
-                        "penalty): use a gradient-free optimizer (default, cmaes, genetic, ...)")
+    if plausibility_model and (optimizer == "dream" or getattr(optimizer, "needs_gradients", False)):
+        raise UserError("dream --plausible with --plausibility-model is not supported: the reference model's "
+                        "distance gives no gradient here; use a gradient-free optimizer (default, cmaes, ...)")
     return q
 
 
@@ -312,8 +442,9 @@ def refuse_without_layers(spec) -> None:
     """One line for a target with no internal layers and no data to measure plausibility against."""
     if spec.kind != "onnx":
         what = "a remote endpoint" if spec.kind == "endpoint" else "a simulated neuron"
-        raise UserError(f"--plausible needs a model's internal layer, and {what} has none: pass --data to measure "
-                        "it in input space (or, not available yet, a reference model with --plausibility-model)")
+        raise UserError(f"--plausible needs a model's internal layer, and {what} has none: pass a reference model "
+                        "with --plausibility-model PATH (e.g. the shipped reference_resnet.onnx), or --data to "
+                        "measure it in input space")
 
 
 def reference_series(record: dict, length: int | None = None) -> np.ndarray:
@@ -379,7 +510,7 @@ def summary(run) -> dict | None:
     free = np.where(np.isfinite(act), act, -np.inf)
     ug, up = np.unravel_index(int(np.argmax(free)), free.shape)
     fit = rec.get("fit") or {}
-    return {"layer": rec["layer"], "quantile": rec["quantile"], "threshold": rec["threshold"],
+    return {"layer": rec["layer"], "space": rec.get("space"), "quantile": rec["quantile"], "threshold": rec["threshold"],
             "method": fit.get("method"), "constraint": rec["method"], "n_reference": fit.get("n_reference"),
             "reference_median": fit.get("reference_median"), "reference_p95": fit.get("reference_p95"),
             "reference_source": (rec.get("reference") or {}).get("source"),
@@ -430,6 +561,7 @@ def format_lines(p: dict) -> list[str]:
     def f(v):
         return "n/a" if v is None else f"{v:.4g}"
     r, u = p["reported"], p["unconstrained"]
+    space = [f"  space        {p['space']}"] if p.get("space") else []
     head = (f"plausible      {'feasible' if r['feasible'] else 'NO feasible stimulus found: reported the closest'}"
             f" (distance <= {f(p['threshold'])}, the {100 * p['quantile']:.3g}% quantile of the real series; "
             f"{p['n_feasible']} feasible presented)")
@@ -437,4 +569,4 @@ def format_lines(p: dict) -> list[str]:
            f"{f(r['distance'])}  percentile {r['percentile']:.0f}  (generation {r['generation']}, member {r['member']})")
     free = (f"  unconstrained activation {f(u['activation'])}  relative {f(u['relative_activation'])}  distance "
             f"{f(u['distance'])}  percentile {u['percentile']:.0f}  (the best activation seen, feasible or not)")
-    return [head, rep, free]
+    return [head, *space, rep, free]

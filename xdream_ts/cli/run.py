@@ -18,6 +18,7 @@ RUN_DEFAULTS = {
     "init": None, "init_data": None, "init_n": None, "data": None,
     # plausible super stimuli (issue 16, xdream_ts/plausible.py)
     "plausible": None, "plausibility_layer": None, "plausibility_method": "penalty",
+    "plausibility_model": None,
     # a remote endpoint (adapters/remote.py): Open Inference Protocol v2
     "endpoint": None, "remote_model": None, "output": None, "token_env": None, "timeout": 30.0, "max_batch": 64,
 }
@@ -44,6 +45,10 @@ def add_cli(sub):
                         "or the shipped FordA sample for the shipped model)")
     p.add_argument("--plausibility-layer", help="tensor the --plausible distance is measured in (default: the "
                                                 "penultimate layer)")
+    p.add_argument("--plausibility-model", metavar="PATH",
+                   help="a reference ONNX model whose layer (--plausibility-layer, default its penultimate) measures "
+                        "--plausible on the same series: for targets without layers (endpoint, simulated neuron), "
+                        "or a model target that asks; needs --data unless it is the shipped model")
     p.add_argument("--plausibility-method", choices=("penalty", "feasibility-first"),
                    help="how --plausible ranks stimuli: penalty (default: an adaptive penalty on the violation) or "
                         "feasibility-first (every feasible above every infeasible); either way the run reports "
@@ -135,7 +140,7 @@ def cmd_run(args) -> int:
         opts["plausible"] = 0.99
     if opts["plausible"] is not None:  # every refusal before a store exists
         from ..plausible import check_request
-        check_request(spec, opts["plausible"], opts["optimizer"])
+        check_request(spec, opts["plausible"], opts["optimizer"], plausibility_model=opts["plausibility_model"])
     out = Path(opts["out"] or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}.zarr")
     if out.exists() and not opts["resume"]:
         raise UserError(f"{out} already exists: add --resume to continue it, or choose another --out")
@@ -164,8 +169,10 @@ def cmd_run(args) -> int:
         params["init"], config["init_info"] = start_codes(opts, target, decoder)
     if opts["plausible"] is not None:  # issue 16: the constrained scorer, its record in the config, its start
         from ..plausible import plausible_scorer, start_codes as plausible_start
-        scorer = plausible_scorer(target, opts["plausible"], opts["plausibility_layer"], opts["plausibility_method"])
+        scorer = plausible_scorer(target, opts["plausible"], opts["plausibility_layer"], opts["plausibility_method"],
+                                  model=opts["plausibility_model"])
         config["plausible"] = scorer.record()
+        print(f"xdream-ts: {scorer.space}", file=sys.stderr)  # one line: which space the constraint is in
         if not opts["resume"] and not opts["init"] and "init" not in opts["optimizer_params"]:
             params, info = plausible_start(scorer, decoder, optimizer, params, opts["seed"])
             config["init_info"] = info or config.get("init_info")
