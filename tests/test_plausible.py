@@ -173,7 +173,7 @@ def test_show_json_has_reported_for_a_plain_run(tmp_path, capsys):
     (["--plausible", "0"], "strictly between 0 and 1"),
     (["--plausible", "--plausibility-layer", "no/such"], "no targetable tensor"),
     (["--plausible", "--noise", "poisson"], "not supported yet"),
-    (["--plausible", "--optimizer", "dream"], "not available yet"),
+    (["--plausible", "--optimizer", "dream", "--plausibility-layer", "input"], "in a model layer"),
 ])
 def test_refusals_are_one_line_and_exit_2(tmp_path, capsys, extra, fragment):
     code, _, err = _run(["run", "--budget", "40", "--out", str(tmp_path / "r.zarr"), "--no-progress", *extra], capsys)
