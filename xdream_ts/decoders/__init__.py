@@ -3,11 +3,12 @@
 ``make_decoder(spec, length, channels, data=None, cache_dir=None)`` builds one from a short spec:
   auto                with data: a whitened PCA fitted on them, in their stimulus space (decoders/auto.py,
                       cached next to the data or in cache_dir); without: the shipped prior (default;
-                      the DCT basis for several channels, until a multichannel prior ships)
+                      channel-wise for several channels, decoders/channelwise.py)
   identity            raw samples (XDream's pixel baseline)
   basis[:N]           N smooth DCT components (default 32)
   pca:PATH            a PCA decoder saved by ``PCADecoder.save`` (.npz)
-  default             the learned VAE shipped in the package (trained on UCR series, any length)
+  default             the learned VAE shipped in the package (trained on UCR series, any length, any
+                      channel count: one code per channel)
   DIR                 a decoder trained by ``xdream-ts train-decoder`` (decoder.onnx + decoder.json)
 
 ``data`` (a ``xdream_ts.data.Dataset``, or a path ``load_dataset`` reads) decides the stimulus space
@@ -59,8 +60,8 @@ def _make(spec: str, length: int | None, channels: int | None):
         data, _, k = arg.rpartition(":") if arg.rsplit(":", 1)[-1].isdigit() else (arg, "", "")
         return PCADecoder.fit(data, n_components=int(k) if k else 64, length=length)
     if name == "default":
-        from .onnx_decoder import load_default_decoder
-        return load_default_decoder(length=length)
+        from .channelwise import default_prior
+        return default_prior(length, channels)
     if Path(spec).is_dir():
         from .onnx_decoder import OnnxDecoder
         return OnnxDecoder(spec, length=length)

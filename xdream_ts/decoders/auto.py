@@ -13,7 +13,7 @@ in ``.xdream_ts/`` next to the data file when that folder is writable, else in `
 call with the same data and parameters loads it instead of refitting (a sweep fits once).
 
 Without data, ``auto`` is the shipped prior: ``default`` (the VAE) for univariate series; for several
-channels, where no multichannel prior ships yet, the DCT basis per channel.
+channels the same VAE with one code per channel (``decoders/channelwise.py``).
 """
 from __future__ import annotations
 
@@ -133,17 +133,12 @@ def auto_decoder(length: int | None = None, channels: int | None = None, data=No
     """``make_decoder('auto', ...)``: fitted on ``data`` (a Dataset or a path for ``load_dataset``) when
     given, else the shipped prior (see the module docstring)."""
     if data is None:
-        if channels is not None and channels > 1:
-            from .basis import BasisDecoder
-
-            if not length:
-                raise UserError("decoder 'auto' without data needs the series length: pass --length or --data")
-            return BasisDecoder(length, n_basis=min(32, length - 1), channels=channels)
-        from .onnx_decoder import load_default_decoder
+        # the shipped prior: the default VAE, channel-wise for several channels (xdream_ts.decoders.channelwise)
+        from .channelwise import default_prior
 
         if not length:
             raise UserError("decoder 'auto' without data needs the series length: pass --length or --data")
-        return load_default_decoder(length=length)
+        return default_prior(length, channels)
     dataset = as_dataset(data, length)
     check_channels(dataset, channels)
     dec = fit_data_decoder(dataset, cache_dir=cache_dir, length=length)
