@@ -179,8 +179,8 @@ def test_make_decoder_auto_and_data_space(tmp_path):
     assert isinstance(basis, SpaceDecoder) and not basis.normalize
     out = basis(np.random.default_rng(0).standard_normal((50, basis.latent_dim)) * 3)
     assert in_range(out, basis.space) and basis.describe()["space"]["kind"] == "data"
-    # without data: the multichannel fallback, and the shipped prior for one channel
-    assert make_decoder("auto", length=30, channels=2).describe()["name"] == "basis"
+    # without data: the shipped prior, one VAE code per channel (decoders/channelwise.py)
+    assert make_decoder("auto", length=30, channels=2).describe()["name"] == "default-channelwise"
     from xdream_ts.decoders.onnx_decoder import DEFAULT_DECODER_DIR
     if (DEFAULT_DECODER_DIR / "decoder.onnx").is_file():
         assert make_decoder("auto", length=64).name == "default"
