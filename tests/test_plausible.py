@@ -60,6 +60,25 @@ def _real_series(path, n=400, seed=0):
 
 
 # ------------------------------------------------------------------------------------- the ranking
+
+def _rescored(tmp_path, data, series, quantile=0.95):
+    """``series`` re-scored by a separate ONNX Runtime session on the tiny model with its features exposed,
+    the covariance refitted with numpy on the real series: (logits, real logits, distances, threshold)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(_tiny_onnx(tmp_path / "open.onnx", expose_features=True)),
+                                providers=["CPUExecutionProvider"])
+    real_logits, real_feat = sess.run(["logits", "feat"], {"series": np.load(data)[:, None, :]})
+    logit, feat = sess.run(["logits", "feat"], {"series": series})
+    mu, cov = real_feat.mean(0), np.cov(real_feat.astype(np.float64), rowvar=False, bias=True)
+    inv = np.linalg.inv(cov)
+
+    def dist(a):
+        z = a.astype(np.float64) - mu
+        return np.sqrt(np.einsum("ij,jk,ik->i", z, inv, z))
+
+    return logit, real_logits, dist(feat), np.quantile(dist(real_feat), quantile)
+
 def test_feasibility_first_puts_every_feasible_above_every_infeasible():
     rng = np.random.default_rng(3)
     a = rng.normal(0, 10, 500)
@@ -100,8 +119,6 @@ def test_plausible_run_on_the_shipped_model(tmp_path, capsys):
 
 # ------------------------------------------------------------------------ a tiny model with its data
 def test_plausible_run_on_a_tiny_model_rescored_independently(tmp_path, capsys):
-    import onnxruntime as ort
-
     from xdream_ts.loop import load_run
     model = _tiny_onnx(tmp_path / "tiny.onnx")
     data = _real_series(tmp_path / "real.npy")
@@ -119,21 +136,9 @@ def test_plausible_run_on_a_tiny_model_rescored_independently(tmp_path, capsys):
     # a separate ONNX Runtime session on the model with its features exposed, the covariance refitted with
     # numpy (the plain sample covariance: 400 series for 6 dimensions is what the fit's 'auto' picks)
     assert p["method"] == "empirical"
-    sess = ort.InferenceSession(str(_tiny_onnx(tmp_path / "open.onnx", expose_features=True)),
-                                providers=["CPUExecutionProvider"])
-    X = np.load(data)[:, None, :]
-    real_logits, real_feat = sess.run(["logits", "feat"], {"series": X})
-    logit, feat = sess.run(["logits", "feat"], {"series": series})
-    mu, cov = real_feat.mean(0), np.cov(real_feat.astype(np.float64), rowvar=False, bias=True)
-    inv = np.linalg.inv(cov)
-
-    def dist(a):
-        z = a.astype(np.float64) - mu
-        return np.sqrt(np.einsum("ij,jk,ik->i", z, inv, z))
-
-    threshold = np.quantile(dist(real_feat), 0.95)
-    assert dist(feat)[0] <= threshold + 1e-6
-    assert dist(feat)[0] == pytest.approx(p["best_distance"], rel=1e-4)
+    logit, real_logits, d, threshold = _rescored(tmp_path, data, series)
+    assert d[0] <= threshold + 1e-6
+    assert d[0] == pytest.approx(p["best_distance"], rel=1e-4)
     assert threshold == pytest.approx(p["threshold"], rel=1e-4)
     assert logit[0, 0] == pytest.approx(p["reported"]["activation"], rel=1e-5)
     assert logit[0, 0] > real_logits[:, 0].max()  # beats the best real series, and stays plausible

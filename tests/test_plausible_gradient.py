@@ -2,7 +2,6 @@
 differentiable penalty through the target's torch twin, and reports a series that a separate ONNX Runtime
 session with an independently refitted covariance finds within the quantile; --plausibility-model measures
 the distance in a reference model's layer for targets without layers; their refusals are one line."""
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from xdream_ts.cli import main  # noqa: E402
 
-from test_plausible import L, _real_series, _tiny_onnx  # noqa: E402
+from test_plausible import L, _real_series, _rescored, _tiny_onnx  # noqa: E402
 
 
 def _run(argv, capsys):
@@ -58,8 +57,6 @@ def tiny_twin(monkeypatch):
 
 
 def test_dream_plausible_on_a_tiny_model_rescored_independently(tmp_path, capsys, tiny_twin):
-    import onnxruntime as ort
-
     from xdream_ts.loop import load_run
     model = _tiny_onnx(tmp_path / "tiny.onnx")
     data = _real_series(tmp_path / "real.npy")
@@ -77,21 +74,9 @@ def test_dream_plausible_on_a_tiny_model_rescored_independently(tmp_path, capsys
     series = r.series[g, m][None].astype(np.float32)
 
     # a separate ONNX Runtime session, features exposed; the covariance refitted with numpy
-    sess = ort.InferenceSession(str(_tiny_onnx(tmp_path / "open.onnx", expose_features=True)),
-                                providers=["CPUExecutionProvider"])
-    X = np.load(data)[:, None, :]
-    real_logits, real_feat = sess.run(["logits", "feat"], {"series": X})
-    logit, feat = sess.run(["logits", "feat"], {"series": series})
-    mu, cov = real_feat.mean(0), np.cov(real_feat.astype(np.float64), rowvar=False, bias=True)
-    inv = np.linalg.inv(cov)
-
-    def dist(a):
-        z = a.astype(np.float64) - mu
-        return np.sqrt(np.einsum("ij,jk,ik->i", z, inv, z))
-
-    threshold = np.quantile(dist(real_feat), 0.95)
-    assert dist(feat)[0] <= threshold + 1e-5
-    assert dist(feat)[0] == pytest.approx(p["best_distance"], rel=1e-3)  # twin (float32 torch) vs ONNX
+    logit, real_logits, d, threshold = _rescored(tmp_path, data, series)
+    assert d[0] <= threshold + 1e-5
+    assert d[0] == pytest.approx(p["best_distance"], rel=1e-3)  # twin (float32 torch) vs ONNX
     assert logit[0, 0] == pytest.approx(p["reported"]["activation"], rel=1e-3)
     assert logit[0, 0] > real_logits[:, 0].max()  # beats every real series, and stays plausible
 

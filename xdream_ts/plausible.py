@@ -234,20 +234,26 @@ def plausible_scorer(built, quantile: float = DEFAULT_QUANTILE, layer: str | Non
     joint_spec = spec.with_(units=[*spec.units, *units], data=None, noise="none", reference=None, objective="sum")
     # the gradient path scores through the twin: targets and layer from the same torch forward pass
     joint = differentiable_twin(joint_spec) if differentiable else build(joint_spec).clean
-    if built.data is not None:
-        idx = built.real_index
-        X = built.data.squeeze()[idx]
-        reference = {"kind": "data", "source": spec.data, "indices": [int(i) for i in idx]}
-    elif is_shipped(spec):
-        from .reference import sample_series
-        X = sample_series()[0]
-        reference = {"kind": "shipped", "source": "shipped FordA sample"}
-    else:
+    X, reference = _real_series(built, shipped=is_shipped(spec))
+    if X is None:
         raise UserError("--plausible needs the model's real series to measure plausibility against: pass --data")
     scorer = _finish(built, joint, X, quantile, layer, method, reference)
     scorer.space = (f"plausibility measured in layer {layer!r} of the target's own model "
                     f"({_name(model)}{', torch twin' if differentiable else ''}), fitted on {reference['source']}")
     return scorer
+
+
+def _real_series(built, shipped: bool):
+    """(X, reference record) of the real series a plausibility fit is made on: the run's data (the series
+    scored up front), else the shipped FordA sample when the measuring model is the shipped one; (None,
+    None) when neither is there."""
+    if built.data is not None:
+        idx = built.real_index
+        return built.data.squeeze()[idx], {"kind": "data", "source": built.spec.data, "indices": [int(i) for i in idx]}
+    if shipped:
+        from .reference import sample_series
+        return sample_series()[0], {"kind": "shipped", "source": "shipped FordA sample"}
+    return None, None
 
 
 def _name(path) -> str:
@@ -256,10 +262,9 @@ def _name(path) -> str:
 
 
 def _input_space_scorer(built, quantile, method) -> "PlausibleScorer":
-    if built.data is None:
+    X, reference = _real_series(built, shipped=False)
+    if X is None:
         raise UserError("--plausible in input space needs the real series to measure against: pass --data")
-    X = built.data.squeeze()[built.real_index]
-    reference = {"kind": "data", "source": built.spec.data, "indices": [int(i) for i in built.real_index]}
     scorer = _finish(built, _InputJoint(built.clean, InputFeatures(X)), X, quantile, INPUT, method, reference)
     scorer.space = (f"plausibility measured in input space (the principal components of {built.spec.data}), "
                     "not in a model layer")
@@ -287,14 +292,8 @@ def _reference_model_scorer(built, quantile, model: str, layer, method, differen
     if (tl and rl and int(tl) != int(rl)) or (tc and rc and int(tc) != int(rc)):
         raise UserError(f"--plausibility-model {_name(model)} takes series of length {rl} x {rc or 1} channel(s), "
                         f"the target {tl} x {tc or 1}: the reference model must read the target's series")
-    if built.data is not None:
-        X = built.data.squeeze()[built.real_index]
-        reference = {"kind": "data", "source": built.spec.data, "indices": [int(i) for i in built.real_index]}
-    elif is_reference_model(model):
-        from .reference import sample_series
-        X = sample_series()[0]
-        reference = {"kind": "shipped", "source": "shipped FordA sample"}
-    else:
+    X, reference = _real_series(built, shipped=is_reference_model(model))
+    if X is None:
         raise UserError(f"--plausibility-model {_name(model)} needs the real series its layer is fitted on: pass "
                         "--data (only the shipped reference model brings its own sample)")
     joint = _ReferenceJoint(built.clean, ref, model)
