@@ -47,11 +47,8 @@ def test_the_torch_module_matches_the_numpy_decoder():
     np.testing.assert_allclose(out, dec(z), atol=1e-4)
 
 
-def test_a_three_channel_model_runs_end_to_end_through_the_prior(tmp_path):
+def _three_channel_model(tmp_path):
     torch = pytest.importorskip("torch")
-    import xdream_ts
-    from xdream_ts.loop import load_run
-    from xdream_ts.targets import TargetSpec
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -65,6 +62,15 @@ def test_a_three_channel_model_runs_end_to_end_through_the_prior(tmp_path):
     path = tmp_path / "m.onnx"
     torch.onnx.export(Net().eval(), torch.randn(2, 3, 64), str(path), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+    return path
+
+
+def test_a_three_channel_model_runs_end_to_end_through_the_prior(tmp_path):
+    import xdream_ts
+    from xdream_ts.loop import load_run
+    from xdream_ts.targets import TargetSpec
+
+    path = _three_channel_model(tmp_path)
     run = xdream_ts.run("auto", TargetSpec(model=str(path), units=["y:1"]), "default", budget=120,
                         store=tmp_path / "r.zarr", progress=False)
     r = load_run(tmp_path / "r.zarr")
@@ -72,6 +78,16 @@ def test_a_three_channel_model_runs_end_to_end_through_the_prior(tmp_path):
     first = float(np.max(r.scores[0]))
     assert run.best_score >= first  # the search keeps its best
     assert r.config["decoder"]["channelwise"] is True
+
+
+def test_the_cli_says_the_prior_is_channel_wise_and_what_data_would_do(tmp_path, capsys):
+    from xdream_ts.cli import main
+    rc = main(["run", "--model", str(_three_channel_model(tmp_path)), "--layer", "y", "--unit", "1", "--budget", "40",
+               "--out", str(tmp_path / "r.zarr"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "z-normalised per series and channel (the prior is channel-wise)" in err
+    assert "--data (the model's real series) sets the model's own units" in err
 
 
 def test_the_synthetic_generator_is_seeded_and_draws_every_family():

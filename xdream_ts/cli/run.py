@@ -181,8 +181,10 @@ def cmd_run(args) -> int:
                  progress=opts["progress"], reference_max=target.reference_max, config=config)
     print(format_summary(result.summary()))
     if spec.data is None and not is_shipped(spec):  # said after the run, so that an error stays one line
-        print("xdream-ts: stimuli were z-normalised per series; --data (the model's real series) sets the model's "
-              "own units and starts the search from them", file=sys.stderr)
+        several = (getattr(decoder, "channels", None) or 1) > 1  # the shipped prior decodes one code per channel
+        print("xdream-ts: stimuli were z-normalised per series" + (" and channel (the prior is channel-wise)" if several
+              else "") + "; --data (the model's real series) sets the model's own units and starts the search from "
+              "them", file=sys.stderr)
     if isinstance(scorer, Reporting):  # a remote endpoint: requests, retries, series lost and why
         print(scorer.report())
     return 0
