@@ -166,7 +166,9 @@ def test_show_json_has_reported_for_a_plain_run(tmp_path, capsys):
     out_dir = str(tmp_path / "r.zarr")
     assert _run(["run", "--decoder", "basis:8", "--budget", "80", "--out", out_dir, "--no-progress"], capsys)[0] == 0
     s = json.loads(_run(["show", out_dir, "--json"], capsys)[1])
-    assert set(s["reported"]) == {"generation", "member"} and "plausibility" not in s
+    assert set(s["reported"]) == {"generation", "member"}
+    # the shipped model's sample is known: the distance is measured, but nothing was constrained
+    assert "reported" not in s["plausibility"] and s["plausibility"]["layer"] == "gap"
     from xdream_ts.loop import load_run
     assert tuple(s["reported"].values()) == load_run(out_dir).reported_index
 
@@ -247,3 +249,129 @@ def test_a_model_can_be_constrained_in_input_space_too(tmp_path, capsys):
     assert code == 0, err
     p = json.loads(_run(["show", out_dir, "--json"], capsys)[1])["plausibility"]
     assert p["layer"] == "input" and p["best_distance"] <= p["threshold"]
+
+
+# ------------------------------------------------- compare, sweep, inverse-set, show and report (wiring)
+def test_compare_plausible_reports_feasible_series_rescored_independently(tmp_path, capsys):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    out = tmp_path / "cmp"
+    code, _, err = _run(["compare", "--model", str(model), "--target", "logits:0", "--data", str(data),
+                         "--optimizers", "default,cmaes", "--seeds", "1", "--evaluations", "300", "--out", str(out),
+                         "--plausible", "0.95"], capsys)
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert res["plausible"] == 0.95 and "plausibility" in (out / "table.md").read_text()
+    from xdream_ts.loop import load_run
+    for row in res["rows"]:
+        r = load_run(out / "runs" / f"{row['optimizer']}-seed0.zarr")
+        series = r.series[r.reported_index][None].astype(np.float32)
+        logit, real_logits, d, threshold = _rescored(tmp_path, data, series)
+        assert row["feasible"] and d[0] <= threshold + 1e-6, row
+        assert logit[0, 0] == pytest.approx(row["best_activation"], rel=1e-5)
+    assert max(row["best_activation"] for row in res["rows"]) > real_logits[:, 0].max()
+
+
+def test_sweep_plausible_runs_every_model_target_constrained(tmp_path, capsys):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    (tmp_path / "s.toml").write_text(
+        f'budget = 200\nseeds = 1\ndecoders = ["auto"]\noptimizers = ["default"]\n'
+        f'[[targets]]\nkind = "onnx"\nmodel = "{model}"\nlayer = "logits"\nunits = [0, 1]\ndata = "{data}"\n')
+    out = tmp_path / "sw"
+    code, _, err = _run(["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--plausible", "0.95",
+                         "--executor", "serial", "--no-progress"], capsys)
+    assert code == 0, err
+    from xdream_ts.loop import load_run
+    stores = sorted((out / "runs").glob("*.zarr"))
+    assert len(stores) == 2
+    for store in stores:
+        r = load_run(store)
+        p = r.summary()["plausibility"]
+        assert r.config["plausible"]["quantile"] == 0.95 and p["feasible"]
+        _, _, d, threshold = _rescored(tmp_path, data, r.series[r.reported_index][None].astype(np.float32))
+        assert d[0] <= threshold + 1e-6
+    # the report draws distance against activation and says how plausible each best run is
+    code, text, err = _run(["report", str(out), "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    assert text.count("plausibility:") == 2 and "within the threshold" in text
+    assert len(list((tmp_path / "rep").glob("plausibility_*.png"))) == 2
+    assert "## Plausibility of the reported series" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_inverse_set_plausible_keeps_every_sample_within_the_quantile(tmp_path, capsys):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    out = tmp_path / "inv.zarr"
+    real = _rescored(tmp_path, data, np.load(data)[:1, None, :])[1][:, 0]
+    lo, hi = np.quantile(real, [0.75, 1.0])  # the top quarter of the real responses
+    code, text, err = _run(["inverse-set", "--model", str(model), "--layer", "logits", "--unit", "0", "--data",
+                            str(data), "--range", str(lo), str(hi), "--n", "30", "--out", str(out),
+                            "--plausible", "0.95", "--json", "--no-progress"], capsys)
+    assert code == 0, err
+    import zarr
+    series = np.asarray(zarr.open_group(str(out), mode="r")["series"]).astype(np.float32)
+    assert len(series) == 30
+    logit, real_logits, d, threshold = _rescored(tmp_path, data, series.reshape(len(series), 1, L))
+    assert np.all(d <= threshold + 1e-6)
+    assert np.all((logit[:, 0] >= lo - 1e-4) & (logit[:, 0] <= hi + 1e-4))
+
+
+def test_show_and_report_say_how_plausible_a_run_with_data_is_without_a_flag(tmp_path, capsys):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    out_dir = str(tmp_path / "r.zarr")
+    assert _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data), "--budget", "200",
+                 "--out", out_dir, "--no-progress"], capsys)[0] == 0
+    s = json.loads(_run(["show", out_dir, "--json"], capsys)[1])
+    p = s["plausibility"]
+    assert p["layer"] == "feat" and p["reference_source"] == str(data)
+    from xdream_ts.loop import load_run
+    r = load_run(out_dir)
+    _, _, d, _ = _rescored(tmp_path, data, r.series[r.reported_index][None].astype(np.float32), 0.99)
+    assert p["best_distance"] == pytest.approx(d[0], rel=1e-4)
+    assert "plausibility   Mahalanobis" in _run(["show", out_dir], capsys)[1]
+    assert "plausibility" not in json.loads(_run(["show", out_dir, "--json", "--no-plausibility"], capsys)[1])
+    code, text, _ = _run(["report", out_dir, "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0 and f"distance {p['best_distance']:.3g}" in text
+    assert (tmp_path / "rep" / "plausibility_run.png").is_file()
+
+
+@pytest.mark.parametrize("command, extra, fragment", [
+    ("compare", ["--plausible", "1.5"], "strictly between 0 and 1"),
+    ("compare", ["--plausible", "--layer", "no/such"], "no targetable tensor"),
+    ("inverse-set", ["--plausible", "0"], "strictly between 0 and 1"),
+    ("inverse-set", ["--plausible", "--plausibility-layer", "no/such"], "no targetable tensor"),
+    ("inverse-set", ["--plausible", "--method", "gradient"], "gradient-free"),
+    ("sweep", ["--plausible", "2"], "strictly between 0 and 1"),
+])
+def test_wiring_refusals_are_one_line_and_exit_2(tmp_path, capsys, command, extra, fragment):
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    if command == "compare":
+        argv = ["compare", "--model", str(model), "--target", "logits:0", "--data", str(data), "--optimizers",
+                "random", "--seeds", "1", "--evaluations", "20", "--out", str(tmp_path / "c")]
+    elif command == "inverse-set":
+        argv = ["inverse-set", "--model", str(model), "--layer", "logits", "--data", str(data), "--range", "0", "1",
+                "--n", "5", "--out", str(tmp_path / "i.zarr"), "--no-progress"]
+    else:
+        (tmp_path / "s.toml").write_text(f'budget = 20\n[[targets]]\nkind = "onnx"\nmodel = "{model}"\n'
+                                         f'layer = "logits"\ndata = "{data}"\n')
+        argv = ["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "sw"), "--executor", "serial",
+                "--no-progress"]
+    code, _, err = _run([*argv, *extra], capsys)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "i.zarr").exists()
+
+
+def test_a_sweep_target_with_plausible_needs_data_and_no_noise(tmp_path):
+    from xdream_ts.sweep import load_config
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    target = {"kind": "onnx", "model": str(model), "layer": "logits", "plausible": 0.99}
+    with pytest.raises(UserError, match="needs data"):
+        load_config({"targets": [target]})
+    data = str(_real_series(tmp_path / "real.npy"))
+    with pytest.raises(UserError, match="with noise are not supported"):
+        load_config({"noise": ["none", "gain:0.5"], "targets": [{**target, "data": data}]})
+    cfg = load_config({"targets": [{**target, "data": data}, {"kind": "simulated", "length": L}]})
+    assert cfg["targets"][0]["plausible"] == 0.99 and "plausible" not in cfg["targets"][1]

@@ -378,6 +378,98 @@ def plausibility_summary(run, model=None, layer: str | None = None, reference_se
                     for i, di, pi in zip(order, d, pct)]}
 
 
+def known_reference(run):
+    """The real series a run's plausibility is measured against without a flag (issue 16 item 4):
+    ``(series, source)`` from the run's ``--data`` (read again at the run's length, as the run read them),
+    or the shipped FordA sample when the run probed the shipped model; None when neither is known, or
+    when the model or the data file is no longer there (``show`` then says nothing rather than fail)."""
+    from .reference import is_reference_model, sample_series
+
+    model = (run.config.get("scorer") or {}).get("model_path")
+    if not model or not Path(model).is_file():
+        return None
+    data = (run.config.get("data") or {}).get("source")
+    if data:
+        if not Path(data).exists():
+            return None
+        return load_reference_data(data, length=run.series.shape[-1]), str(data)
+    if is_reference_model(model):
+        return sample_series()[0], "shipped FordA sample"
+    return None
+
+
+def known_plausibility(run, threads: int = 1) -> dict | None:
+    """:func:`plausibility_summary` of a run whose reference data are known (:func:`known_reference`),
+    in the default layer; None for a plausible run (it records its own) and when nothing is known or
+    the model no longer reads the run's series."""
+    if run.config.get("plausible"):
+        return None
+    ref = known_reference(run)
+    if ref is None:
+        return None
+    try:
+        return {**plausibility_summary(run, reference_series=ref[0], threads=threads), "reference_source": ref[1]}
+    except UserError:
+        return None
+
+
+def distance_activation(run, threads: int = 1, max_points: int = 6000, seed: int = 0) -> dict | None:
+    """What ``report`` draws as distance against activation (issue 16 item 3): the real series (a cloud),
+    the run's stimuli with their generation (at most ``max_points``, a seeded sample that always keeps
+    the reported series), the plausibility threshold (a plausible run's own; else the real series' 99th
+    percentile) and the reported series. Activations are clean ones (the noiseless response where the
+    noise was simulated). None when the run's reference data are not known."""
+    from .objective import Objective
+    from .targets import TargetSpec, build
+
+    rec = run.config.get("plausible")
+    spec = TargetSpec.from_config(run.config)
+    G, P = run.objective.shape
+    shown = np.arange(P)[None, :] < np.asarray(run.n_evaluated)[:, None]
+    reported = run.reported_index
+    if rec:
+        from .plausible import activation_and_distance, reference_series
+        act, dist = activation_and_distance(run)
+        X = reference_series(rec, run.series.shape[-1])
+        real_d, threshold, layer = np.asarray(rec["reference_distances"], dtype=np.float64), rec["threshold"], rec["layer"]
+        source = (rec.get("reference") or {}).get("source")
+        idx = np.argwhere(shown & np.isfinite(act))
+    else:
+        ref = known_reference(run)
+        if ref is None:
+            return None
+        X, source = ref
+        model = run.config["scorer"]["model_path"]
+        from .reference import is_reference_model
+        layer = "gap" if is_reference_model(model) else default_layer(model)
+        try:
+            space = ActivationSpace(model, layer, X, threads=threads)
+        except UserError:
+            return None
+        real_d = np.asarray(space.fit.distances, dtype=np.float64)
+        threshold = float(np.quantile(real_d, 0.99))
+        clean = run.clean_objective
+        act = np.asarray(clean if clean is not None else run.objective, dtype=np.float64)
+        idx = np.argwhere(shown & np.isfinite(act))
+        dist = None
+    if len(idx) > max_points:  # a seeded sample, the reported series always in it
+        keep = np.random.default_rng(seed).choice(len(idx), max_points - 1, replace=False)
+        idx = np.concatenate([np.array([reported]), idx[keep]])
+    g, p = idx[:, 0], idx[:, 1]
+    if dist is None:
+        d = space.distance(run.series[g, p])
+    else:
+        d = dist[g, p]
+    target = build(spec.with_(noise="none", data=None, reference=None)).clean
+    real_scores = np.asarray(target(X), dtype=np.float64)
+    real_a = Objective(spec.objective)(real_scores) if real_scores.ndim == 2 else real_scores
+    at = int(np.flatnonzero((g == reported[0]) & (p == reported[1]))[0]) if len(g) else None
+    return {"layer": layer, "reference_source": source, "threshold": float(threshold), "plausible": bool(rec),
+            "real_activation": real_a, "real_distance": real_d, "generation": g, "activation": act[g, p],
+            "distance": np.asarray(d, dtype=np.float64), "reported": at,
+            "reported_percentile": float(100.0 * np.mean(real_d <= d[at])) if at is not None else None}
+
+
 def load_reference_data(path, max_series: int = 2000, seed: int = 0, length: int | None = None) -> np.ndarray:
     """Real series in any format ``xdream_ts.data.load_dataset`` reads, as the model takes them (their own
     units: z-normalised only if they are), resampled to ``length`` when given; at most ``max_series``

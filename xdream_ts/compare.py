@@ -155,7 +155,8 @@ def _available(name: str) -> bool:
 def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, seeds=(0, 1, 2),
             out="compare", decoder: str | None = None, dream_decoder: str = "identity", dream: dict | None = None,
             backward_cost: float | None = None, reference_data=None, layer: str | None = None, threads: int = 1,
-            assets=None, torch_module=None, space=None, log=print) -> dict:
+            assets=None, torch_module=None, space=None, log=print, plausible: float | None = None,
+            plausibility_method: str = "penalty") -> dict:
     """Run every optimizer with every seed at ``evaluations`` model evaluations; write results to ``out``.
 
     model: an ONNX file (None: the shipped reference model, or the same files in ``assets``);
@@ -171,6 +172,10 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
     (targets keep their ONNX tensor names when it was exported with torch.onnx.export; see
     ``xdream_ts.adapters.torch.layer_names_from_onnx``); without it dream converts with onnx2torch;
     space: an ``ActivationSpace`` already fitted for this model (instead of reference_data and layer).
+    plausible: a quantile (e.g. 0.99): every method searches under the plausibility constraint of
+    ``xdream-ts run --plausible`` (``xdream_ts.plausible``) in ``layer``, against ``reference_data`` (a
+    file) or the shipped sample; dream through the model's torch twin; each row is the run's reported
+    (best feasible) series.
     """
     from .targets import TargetSpec, build, parse_target
     from .analysis import ActivationSpace, default_layer, load_reference_data
@@ -207,6 +212,19 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
     length, channels = onnx_scorer.length, onnx_scorer.channels
     ref_max = ma.reference_max(tgt) if shipped else None
 
+    plausible_spec = None
+    if plausible is not None:  # every refusal now, before any folder is written
+        from .plausible import check_request, plausible_scorer
+        if reference_data is not None and not isinstance(reference_data, (str, Path)):
+            raise UserError("compare --plausible reads the real series from a file: pass --data PATH")
+        if torch_module is not None and "dream" in optimizers:
+            raise UserError("compare --plausible runs dream through the model's own torch twin: drop torch_module "
+                            "(the shipped model, or onnx2torch installed)")
+        plausible_spec = TargetSpec(kind="onnx", model=str(model_path), units=[tgt], threads=threads,
+                                    data=str(reference_data) if reference_data is not None else None)
+        check_request(plausible_spec, plausible)
+        plausible_scorer(build(plausible_spec), plausible, layer, plausibility_method)  # the layer, the data's shape
+        constrained = {"plausible": plausible, "plausibility_layer": layer, "plausibility_method": plausibility_method}
     torch_scorer = None
     if "dream" in optimizers:
         if shipped and ma.folder is not None:  # a smoke build's weights, not the shipped ones
@@ -265,26 +283,35 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
                 dec = make_decoder(dream_decoder, length=length, channels=channels)
                 opt = Dream(dec.latent_dim, seed=seed, **dream_params)
                 budget = matched_presentations(int(evaluations), backward_cost)
-                r = run_loop(dec, torch_scorer, opt, budget=budget, seed=seed, store=store, progress=False,
-                             reference_max=ref_max, config={"compare": {"backward_cost": backward_cost}})
+                r = run_loop(dec, plausible_spec or torch_scorer, opt, budget=budget, seed=seed, store=store,
+                             progress=False, reference_max=ref_max, config={"compare": {"backward_cost": backward_cost}},
+                             **(constrained if plausible_spec else {}))
                 cost = 1.0 + backward_cost
                 used = opt.n_forward + backward_cost * opt.n_backward
                 extra = {"n_forward": int(opt.n_forward), "n_backward": int(opt.n_backward)}
             else:
-                opt = make_optimizer(name, gf_decoder.latent_dim, seed=seed, evaluations=int(evaluations))
-                r = run_loop(gf_decoder, onnx_scorer, opt, budget=int(evaluations), seed=seed, store=store,
-                             progress=False, reference_max=ref_max)
+                # under plausibility by name: the loop then starts it from the most activating feasible real
+                # series, as `run --plausible` does (an optimizer object cannot take start codes)
+                opt = name if plausible_spec else make_optimizer(name, gf_decoder.latent_dim, seed=seed,
+                                                                 evaluations=int(evaluations))
+                r = run_loop(gf_decoder, plausible_spec or onnx_scorer, opt, budget=int(evaluations), seed=seed,
+                             store=store, progress=False, reference_max=ref_max,
+                             **(constrained if plausible_spec else {}))
                 cost, used, extra = 1.0, float(r.presentations), {}
             wall = time.perf_counter() - t0
-            row = {"optimizer": name, "seed": seed, "best_activation": r.best_score,
+            reported = r.series[r.reported_index]  # a plausible run's best feasible, else its best
+            best = (r.summary()["plausibility"]["reported"]["activation"] if plausible_spec else r.best_score)
+            row = {"optimizer": name, "seed": seed, "best_activation": best,
                    "relative_activation": r.relative_activation, "evaluations": float(used),
                    "presentations": int(r.presentations), "wall_s": round(wall, 2), **extra}
+            if plausible_spec:
+                row["feasible"] = bool(r.summary()["plausibility"]["feasible"])
             if space is not None:
-                d = float(space.distance(r.best_series[None])[0])
+                d = float(space.distance(reported[None])[0])
                 row.update(mahalanobis=d, percentile=float(space.percentile(d)[0]))
             rows.append(row)
             curves.setdefault(name, []).append(_curve(r, cost))
-            log(f"{name:10s} seed {seed}: best {r.best_score:.4g}"
+            log(f"{name:10s} seed {seed}: best {best:.4g}"
                 + (f"  relative {r.relative_activation:.3f}" if r.relative_activation is not None else "")
                 + (f"  Mahalanobis {row['mahalanobis']:.3g}" if "mahalanobis" in row else "") + f"  ({wall:.1f} s)")
 
@@ -292,6 +319,7 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
     result = {"model": str(model_path), "target": str(tgt), "evaluations": int(evaluations), "seeds": list(seeds),
               "decoder": decoder, "dream_decoder": dream_decoder, "dream": dream_params,
               "backward_cost": backward_cost, "backward_cost_measurement": cost_info, "reference_max": ref_max,
+              "plausible": plausible, "plausibility_method": plausibility_method if plausible is not None else None,
               "plausibility": space.fit.summary() | {"layer": layer} if space is not None else None,
               "rows": rows, "table": table, "curves": curves}
     (out / "results.json").write_text(json.dumps(result, indent=1))
@@ -333,6 +361,10 @@ def format_table(result: dict) -> str:
         lines.append(f"| {e['optimizer']} | {f(e, 'best_activation')} | {f(e, 'relative_activation')} | "
                      f"{f(e, 'mahalanobis')} ({f(e, 'percentile', '{:.0f}')}) | {e.get('evaluations', 0):.0f} | "
                      f"{e.get('wall_s', 0):.1f} |")
+    if result.get("plausible") is not None:
+        lines += ["", f"Searched under plausibility (`--plausible {result['plausible']}`, {result['plausibility_method']}): "
+                      "each row is the run's best feasible series, its Mahalanobis distance within that quantile of "
+                      "the real series' own."]
     p = result.get("plausibility")
     if p:
         lines += ["", f"Mahalanobis distance in `{p['layer']}` ({p['method']}: {p['reason']}); real series: median "
@@ -433,7 +465,8 @@ def cmd_compare(args) -> int:
     compare(model=args.model, target=args.target, optimizers=args.optimizers.split(",") if args.optimizers else None, evaluations=args.evaluations,
             seeds=seeds, out=args.out, decoder=args.decoder, dream_decoder=args.dream_decoder,
             dream=parse_dream(args.dream), backward_cost=args.backward_cost, reference_data=args.reference_data,
-            layer=args.layer, threads=args.threads, assets=args.assets)
+            layer=args.layer, threads=args.threads, assets=args.assets, plausible=args.plausible,
+            plausibility_method=args.plausibility_method or "penalty")
     return 0
 
 
@@ -459,7 +492,12 @@ def add_cli(sub) -> None:
                    help="the model's real series (what `run --data` reads): they fit the auto decoder, give the "
                         "reference maximum and the plausibility reference (default: the shipped FordA sample for "
                         "the shipped model); --reference-data is the older name")
-    p.add_argument("--layer", help="layer for Mahalanobis distances (default: the penultimate, gap)")
+    p.add_argument("--layer", help="layer for Mahalanobis distances and --plausible (default: the penultimate, gap)")
+    p.add_argument("--plausible", nargs="?", const=0.99, type=float, metavar="QUANTILE",
+                   help="every method maximises the target subject to the distance in --layer lying within this "
+                        "quantile (default 0.99) of the real series' own (as `run --plausible`)")
+    p.add_argument("--plausibility-method", choices=("penalty", "feasibility-first"),
+                   help="how --plausible ranks stimuli (default: penalty)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime / torch threads, default %(default)s")
     p.add_argument("--assets", help=argparse_suppress())
     p.set_defaults(func=cmd_compare)

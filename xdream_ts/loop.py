@@ -84,9 +84,15 @@ class Run:
 
     @property
     def best_per_generation(self) -> np.ndarray:
-        """Running maximum of the observed objective, one value per generation."""
-        per_gen = np.nanmax(np.where(np.isfinite(self.objective), self.objective, -np.inf), axis=1)
-        return np.maximum.accumulate(per_gen)
+        """Running maximum of the observed objective, one value per generation; for a plausible run, of the
+        activation of its feasible stimuli (NaN before the first feasible one), what it would report so far."""
+        obj = self.objective
+        if self.config.get("plausible"):  # its told objective is a penalised value, not the activation
+            from .plausible import activation_and_distance
+            act, dist = activation_and_distance(self)
+            obj = np.where(dist <= self.config["plausible"]["threshold"], act, np.nan)
+        best = np.maximum.accumulate(np.max(np.where(np.isfinite(obj), obj, -np.inf), axis=1))
+        return np.where(np.isfinite(best), best, np.nan)
 
     @property
     def reference_max(self) -> float | None:

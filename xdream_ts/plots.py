@@ -181,3 +181,39 @@ def violins(data: dict, path, ylabel: str, title: str, reference_line: float | N
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path)
+
+
+def distance_vs_activation(m: dict, path, title: str) -> Path:
+    """Mahalanobis distance against activation (``xdream_ts.analysis.distance_activation``): the real
+    series as a grey cloud, the run's stimuli coloured by generation, the plausibility threshold (a
+    vertical line), the best real activation (a horizontal line), the feasible frontier (the best
+    activation reached within each distance, a step line up to the threshold) and the reported series (a star)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter(m["real_distance"], m["real_activation"], s=10, color="#7f7f7f", alpha=0.5, label="real series", zorder=2)
+    pts = ax.scatter(m["distance"], m["activation"], s=6, c=m["generation"], cmap="viridis", alpha=0.6, zorder=3,
+                     label="stimuli")
+    fig.colorbar(pts, ax=ax, label="generation")
+    d, a = np.asarray(m["distance"]), np.asarray(m["activation"])
+    inside = np.isfinite(d) & np.isfinite(a) & (d <= m["threshold"])
+    if inside.any():
+        order = np.argsort(d[inside])
+        ax.step(d[inside][order], np.maximum.accumulate(a[inside][order]), where="post", color="#d62728", lw=1.2,
+                label="feasible frontier", zorder=4)
+    ax.axvline(m["threshold"], color="k", ls="--", lw=0.8, label=f"threshold ({m['layer']})")
+    ax.axhline(float(np.nanmax(m["real_activation"])), color="#1f77b4", ls=":", lw=0.9, label="best real series")
+    if m.get("reported") is not None:
+        r = m["reported"]
+        ax.scatter([d[r]], [a[r]], marker="*", s=160, color="#d62728", edgecolor="k", zorder=5, label="reported")
+    if np.nanmax(d) > 5 * m["threshold"]:  # early random stimuli far out would squash the real cloud
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"Mahalanobis distance in {m['layer']}")
+    ax.set_ylabel("activation")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save(fig, path)

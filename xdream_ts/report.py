@@ -57,6 +57,8 @@ class RunInfo:
     first_super: int | None
     scorer: dict = field(default_factory=dict)
     normalized: float | None = None
+    target_spec: dict | None = None   # the recorded TargetSpec (config["target"])
+    data_source: str | None = None    # the run's --data, when it had one
 
     @property
     def best_value(self) -> float:
@@ -118,6 +120,19 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
     obj = st.read("objective")
     if obj is None or len(obj) == 0 or not np.isfinite(obj).any():
         raise UserError(f"run {path} has no valid score yet: nothing to report (resume it first)")
+    if cfg.get("plausible"):
+        # a plausible run tells its optimizer a penalised value: the report reads the activation of its
+        # feasible stimuli instead (all of them when none is feasible), so that its best is the series
+        # the run reports (plausible.reported_index) and its trajectory the best feasible so far
+        from .plausible import activation_and_distance
+
+        class _S:
+            pass
+        s = _S()
+        s.config, s.scores, s.n_evaluated = cfg, st.read("scores"), st.read("n_evaluated")
+        act, dist = activation_and_distance(s)
+        feasible = np.isfinite(act) & (dist <= cfg["plausible"]["threshold"])
+        obj = np.where(feasible, act, np.nan) if feasible.any() else act
     clean = st.read("clean_scores")
     clean_obj = combine_targets(clean, cfg.get("objective")) if clean is not None else None
     n_eval = st.read("n_evaluated")
@@ -136,7 +151,7 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
     bg = best_g
     bp = int(per_gen_best[bg])
     inc = attrs.get("incumbent")
-    if inc:  # the optimizer's own pick (noisy default): the series the run reports, not a lucky draw
+    if inc and not cfg.get("plausible"):  # the optimizer's own pick (noisy default): the series the run reports, not a lucky draw
         bg, bp = int(inc["generation"]), int(inc["member"])
     scorer = cfg.get("scorer", {}) or {}
     ref = cfg.get("reference_max")
@@ -155,10 +170,13 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
         best_index=(bg, bp), best_score=float(obj[bg, bp]),
         best_clean=float(clean_obj[bg, bp]) if clean_obj is not None else None,
         presentations=int(attrs.get("presentations", int(x[-1]))),
-        first_super=first_super_presentation(r, ref), scorer=scorer)
+        first_super=first_super_presentation(r, ref), scorer=scorer, target_spec=cfg.get("target"),
+        data_source=(cfg.get("data") or {}).get("source"))
 
 
 def _inner(scorer: dict) -> dict:
+    if scorer.get("kind") == "plausible" and scorer.get("targets"):  # labelled by the model and unit it constrains
+        return {**scorer, "kind": "onnx"}
     return scorer.get("inner", scorer) if scorer.get("noise") else scorer
 
 
@@ -211,10 +229,10 @@ def _is_shipped(model_path, sha256) -> bool:
 # ---------------------------------------------------------------------------------------------------
 def real_series_for(info: RunInfo, reference_data=None) -> tuple[np.ndarray | None, float | None, str]:
     """(series, its activation, label) of the best real series for the run's target, or (None, None, why)."""
-    from .targets import build, spec_from_description
+    from .targets import TargetSpec, build, spec_from_description
     inner = _inner(info.scorer)
     try:
-        spec = spec_from_description(info.scorer)
+        spec = (TargetSpec.from_dict(info.target_spec) if info.target_spec else spec_from_description(info.scorer))
     except UserError:
         return None, None, "no real data known for this target"
     if spec.kind == "simulated":
@@ -224,8 +242,8 @@ def real_series_for(info: RunInfo, reference_data=None) -> tuple[np.ndarray | No
     if spec.kind != "onnx" or not spec.units:
         return None, None, "no real data known for this target"
     t = inner["targets"][0]
-    model = spec.model
-    if not Path(model).is_file():
+    model = spec.model or inner.get("model_path")  # a recorded spec of the shipped model names none
+    if not model or not Path(model).is_file():
         return None, None, f"model {model} not found"
     scorer = build(spec.with_(units=spec.units[:1], noise="none", providers="cpu", objective="sum")).clean
     shipped = _is_shipped(model, inner.get("sha256"))
@@ -244,6 +262,10 @@ def real_series_for(info: RunInfo, reference_data=None) -> tuple[np.ndarray | No
         X = _load_reference(reference_data)
         label = f"best of {len(X)} series of {Path(str(reference_data)).name}" if not isinstance(
             reference_data, np.ndarray) else f"best of {len(X)} reference series"
+    elif info.data_source and Path(info.data_source).exists():  # the run's own --data, read as the run read it
+        from .analysis import load_reference_data
+        X = load_reference_data(info.data_source, length=scorer.length)
+        label = f"best of {len(X)} series of {Path(info.data_source).name} (the run's --data)"
     else:
         return None, None, "no real data given (--reference-data)"
     if scorer.length is not None and X.shape[-1] != scorer.length:
@@ -412,6 +434,25 @@ def report(source, out_dir, reference_data=None) -> dict:
         real_rows.append({"target": target, "optimizer": r.optimizer, "best": r.best_value, "real": real_score,
                           "ratio": (r.best_value / real_score) if real_score else None, "real_source": real_label})
 
+    # plausibility (issue 16): distance against activation, and the reported series' distance, for every
+    # best run whose reference data are known (its --data, the shipped sample, a plausible run's own)
+    plaus_rows = []
+    for target, r in list(best_of_target.items())[:MAX_FIGURES]:
+        m = plausibility_map(r)
+        if m is None:
+            continue
+        tag = _slug(target) if kind != "run" else "run"
+        figures.append(plots.distance_vs_activation(
+            m, out / f"plausibility_{tag}.png",
+            f"{target} ({r.optimizer}{', plausible run' if m['plausible'] else ''}):\n"
+            "distance from the real series against activation"))
+        at = m["reported"]
+        plaus_rows.append({"target": target, "optimizer": r.optimizer, "layer": m["layer"],
+                           "activation": float(m["activation"][at]), "distance": float(m["distance"][at]),
+                           "percentile": m["reported_percentile"], "threshold": m["threshold"],
+                           "feasible": "yes" if m["distance"][at] <= m["threshold"] else "no",
+                           "reference": m["reference_source"]})
+
     # violins (several runs): relative and normalized activation per depth and optimizer, panels by noise
     if len(runs) > 1:
         depth_order = _depth_order(runs)
@@ -428,9 +469,10 @@ def report(source, out_dir, reference_data=None) -> dict:
                                              f"{what.capitalize()} activation per depth and optimizer "
                                              f"({len(runs)} runs)", reference_line=line))
 
-    md = _markdown(kind, source, runs, failures, figures, real_rows, out)
+    md = _markdown(kind, source, runs, failures, figures, real_rows, out, plaus_rows)
     (out / "report.md").write_text(md)
-    return {"report": out / "report.md", "figures": figures, "runs": len(runs), "failures": len(failures)}
+    return {"report": out / "report.md", "figures": figures, "runs": len(runs), "failures": len(failures),
+            "plausibility": plaus_rows}
 
 
 def _best_series(r: RunInfo) -> np.ndarray:
@@ -457,7 +499,18 @@ def _gallery(r: RunInfo, path: Path) -> Path:
                                f"log-spaced", score_label="score")
 
 
-def _markdown(kind, source, runs, failures, figures, real_rows, out: Path) -> str:
+def plausibility_map(r: RunInfo) -> dict | None:
+    """``analysis.distance_activation`` of a run, or None when its reference data are not known or its
+    model is gone: a report never fails for want of them."""
+    from .analysis import distance_activation
+    from .loop import load_run
+    try:
+        return distance_activation(load_run(r.path))
+    except (UserError, FileNotFoundError):
+        return None
+
+
+def _markdown(kind, source, runs, failures, figures, real_rows, out: Path, plaus_rows=()) -> str:
     src = ", ".join(str(p) for p in source) if isinstance(source, (list, tuple)) else str(source)
     lines = [f"# xdream_ts report: {Path(src).name if kind != 'runs' else f'{len(runs)} runs'}", "",
              f"Source: `{src}` ({kind}, {len(runs)} finished runs"
@@ -483,6 +536,15 @@ def _markdown(kind, source, runs, failures, figures, real_rows, out: Path) -> st
         lines += ["## Best stimulus vs. best real series", "", md_table(real_rows, [
             ("target", "target"), ("optimizer", "best run's optimizer"), ("best", "best stimulus"),
             ("real", "best real series"), ("ratio", "ratio"), ("real_source", "real series")]), ""]
+    if plaus_rows:
+        lines += ["## Plausibility of the reported series", "",
+                  "Mahalanobis distance of each target's best run's reported series from the real series in the "
+                  "layer's activation space, its percentile among the real series' own distances, and whether it "
+                  "lies within the threshold (a plausible run's quantile; else the real 99th percentile).", "",
+                  md_table(plaus_rows, [("target", "target"), ("optimizer", "optimizer"), ("layer", "layer"),
+                                        ("activation", "activation"), ("distance", "distance"),
+                                        ("percentile", "percentile"), ("threshold", "threshold"),
+                                        ("feasible", "within"), ("reference", "real series")]), ""]
     lines += ["## Figures", ""]
     for f in figures:
         lines += [f"![{f.stem}]({f.relative_to(out)})", ""]
@@ -522,4 +584,8 @@ def cmd_report(args) -> int:
     res = report(args.source, args.out, reference_data=args.reference_data)
     note = f", {res['failures']} tasks not finished" if res["failures"] else ""
     print(f"report: {res['report']} ({res['runs']} runs, {len(res['figures'])} figures{note})")
+    for row in res["plausibility"]:  # issue 16: every report says how plausible its results are
+        print(f"plausibility: {row['target']} ({row['optimizer']}): distance {row['distance']:.3g} in {row['layer']}, "
+              f"percentile {row['percentile']:.0f} of the real series, {'within' if row['feasible'] == 'yes' else 'beyond'} "
+              f"the threshold {row['threshold']:.3g}")
     return 0

@@ -43,6 +43,13 @@ def cmd_show(args) -> int:
         s["plausibility"] = {**(s.get("plausibility") or {}),
                              **plausibility_summary(r, model=args.model, layer=args.layer,
                                                     reference_series=args.reference_data)}
+    elif "plausibility" not in s and not args.no_plausibility:
+        # issue 16: a run whose real series are known (its --data, the shipped sample) says how plausible
+        # its result is without a flag
+        from ..analysis import known_plausibility
+        measured = known_plausibility(r)
+        if measured:
+            s["plausibility"] = measured
     print(json.dumps(s) if args.json else format_summary(s))
     return 0
 
@@ -57,4 +64,6 @@ def add_cli(sub):
     p.add_argument("--reference-data", help="UCR dataset folder or .tsv of real series (implies --plausibility)")
     p.add_argument("--layer", help="tensor to measure plausibility in (default: the penultimate layer)")
     p.add_argument("--model", help="the .onnx model (default: the one the run probed)")
+    p.add_argument("--no-plausibility", action="store_true",
+                   help="skip the distance a run with known real series (--data, the shipped model) gets by default")
     p.set_defaults(func=cmd_show)

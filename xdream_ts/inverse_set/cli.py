@@ -2,6 +2,7 @@
 its target made by :mod:`xdream_ts.targets`, written to a zarr folder with a gallery."""
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def add_cli(sub) -> None:
     p.add_argument("--out", required=True, help="zarr folder to write (must not exist)")
     p.add_argument("--data", help="the model's real series (as `run --data`): their units, the auto decoder and, "
                                   "for one unit, the reference maximum of --relative")
+    p.add_argument("--plausible", nargs="?", const=0.99, type=float, metavar="QUANTILE",
+                   help="every sample also lies within this quantile (default 0.99) of the real series' own "
+                        "Mahalanobis distances in --plausibility-layer (as `run --plausible`; gradient-free)")
+    p.add_argument("--plausibility-layer", help="tensor the --plausible distance is measured in (default: the "
+                                                "penultimate layer)")
     p.add_argument("--decoder", help="auto (default: fitted on --data, else the shipped prior), identity, basis[:N], "
                                      "pca:FILE.npz, default, or a trained decoder folder")
     p.add_argument("--method", choices=("auto", "gradient", "free"), default="auto",
@@ -102,7 +108,16 @@ def cmd_inverse_set(args) -> int:
     constraints = [(j, z1, z2) for j, (z1, z2) in enumerate(ranges)]
 
     torch_scorer = None
-    if args.method in ("gradient", "auto") and args.noise in (None, "", "none"):
+    if args.plausible is not None:
+        # the distance is one more constrained column of the scorer's output: (targets..., distance) in
+        # [0, the quantile of the real series' own distances], from the same forward pass
+        if args.method == "gradient":
+            raise UserError("inverse-set --plausible samples gradient-free: use --method free (or auto)")
+        from ..plausible import plausible_scorer
+        scorer = plausible_scorer(target, args.plausible, args.plausibility_layer)
+        constraints.append((len(constraints), 0.0, scorer.threshold))
+        print(f"xdream-ts: {scorer.space}", file=sys.stderr)
+    elif args.method in ("gradient", "auto") and args.noise in (None, "", "none"):
         torch_scorer = torch_twin(target, need=args.method == "gradient")
     length = getattr(scorer, "length", None) or args.length
     decoder = make_decoder(args.decoder or "auto", length=length, channels=getattr(scorer, "channels", None),
@@ -120,6 +135,8 @@ def cmd_inverse_set(args) -> int:
                         "or raise --budget (nothing was written)")
     inv.config["cli"] = {k: v for k, v in vars(args).items() if k not in ("func", "progress")}
     inv.config["target"] = target.spec.to_dict()  # TargetSpec.from_config(inv.config) rebuilds it
+    if args.plausible is not None:
+        inv.config["plausible"] = scorer.record()
     if torch_scorer is not None and inv.method == "gradient":
         # sampled through the torch twin: say how many the ONNX model itself puts in range
         a = np.asarray(clean(inv.series), dtype=np.float64).reshape(len(inv), -1)

@@ -16,6 +16,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (tcp://HOST:8786): run the tasks on that cluster")
     p.add_argument("--executor", choices=("processes", "dask", "serial"),
                    help="processes (default), dask (a LocalCluster unless --scheduler), serial (this process)")
+    p.add_argument("--plausible", nargs="?", const=0.99, type=float, metavar="QUANTILE",
+                   help="every model target searches under plausibility (as `run --plausible`; default 0.99), "
+                        "unless its table sets plausible itself")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
@@ -24,6 +27,6 @@ def cmd_sweep(args) -> int:
     from .runner import sweep
     out = args.out or str(Path("sweeps") / Path(args.config).stem)
     result = sweep(args.config, out, executor=args.executor, scheduler=args.scheduler, workers=args.workers,
-                   progress=args.progress)
+                   progress=args.progress, plausible=args.plausible)
     print(result.summary_line())
     return 1 if result.failed else 0

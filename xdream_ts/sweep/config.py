@@ -16,12 +16,13 @@ TOP_KEYS = ("name", "budget", "repeats", "seeds", "decoders", "optimizers", "noi
             "chunk_size", "targets")
 TARGET_KEYS = {
     "simulated": ("kind", "length", "channels", "seeds", "gain", "reference_max"),
-    "reference": ("kind", "layer", "units", "position", "reference_max", "data"),
-    "onnx": ("kind", "model", "layer", "units", "position", "layout", "reference_max", "data"),
+    "reference": ("kind", "layer", "units", "position", "reference_max", "data", "plausible", "plausibility_layer"),
+    "onnx": ("kind", "model", "layer", "units", "position", "layout", "reference_max", "data", "plausible",
+             "plausibility_layer"),
 }
 
 
-def load_config(config) -> dict:
+def load_config(config, plausible: float | None = None) -> dict:
     """A sweep config from a dict or a TOML path, validated and with defaults filled in (JSON-able).
 
     The format (a TOML file, or the same structure as a dict)::
@@ -60,8 +61,13 @@ def load_config(config) -> dict:
         data = "my_series.npy"              # optional (reference and onnx targets): the model's real series,
                                             # as `run --data`: their units, the auto decoder (fitted once), the
                                             # start and, without reference_max, the reference maximum
+        plausible = 0.99                    # optional (reference and onnx targets), as `run --plausible`: the
+                                            # search stays within this quantile of the real series' Mahalanobis
+                                            # distances in plausibility_layer (default: the penultimate layer);
+                                            # needs data unless the target is the shipped model
 
     Singular spellings are accepted (``seed = 4``, ``unit = 2``); a ``[sweep]`` table may hold the top keys.
+    ``plausible`` (``sweep --plausible``): the quantile of every reference and onnx target that names none.
     Each expanded target becomes a :class:`~xdream_ts.targets.TargetSpec` (:func:`target_spec`).
     """
     base = None
@@ -102,7 +108,13 @@ def load_config(config) -> dict:
         raise UserError("sweep config: no [[targets]]; add at least one (kind = simulated, reference or onnx)")
     if isinstance(targets, dict):
         targets = [targets]
+    if plausible is not None:  # sweep --plausible: every model target that does not say otherwise
+        targets = [{**t, "plausible": t.get("plausible", plausible)} if isinstance(t, dict) and
+                   t.get("kind", "onnx" if "model" in t else None) in ("reference", "onnx") else t for t in targets]
     out["targets"] = [t for spec in targets for t in _expand_target(spec, base)]
+    if any(t.get("plausible") for t in out["targets"]) and any(n != "none" for n in out["noise"]):
+        raise UserError("sweep config: plausible targets with noise are not supported yet (the noise would fall on "
+                        "the distance too): use noise = \"none\", or drop plausible")
     for axis in ("decoders", "optimizers", "noise", "seeds", "repeats"):
         if not out[axis]:
             raise UserError(f"sweep config: {axis} is empty; give at least one value")
@@ -193,10 +205,21 @@ def _expand_target(spec, base: Path | None) -> list[dict]:
         if not data.exists():
             raise UserError(f"sweep config: {kind} target data {spec['data']!r} not found: check the path")
         extra = {"data": str(data.resolve())}
+    # plausible super stimuli (xdream_ts.plausible), recorded only when asked for: task ids stay as they were
+    if spec.get("plausible") not in (None, False):
+        from ..plausible import check_quantile
+        extra["plausible"] = 0.99 if spec["plausible"] is True else check_quantile(spec["plausible"])
+        if spec.get("plausibility_layer") is not None:
+            extra["plausibility_layer"] = str(spec["plausibility_layer"])
+        if kind == "onnx" and "data" not in extra:
+            raise UserError("sweep config: an onnx target with plausible needs data = \"...\" (the model's real "
+                            "series the distance is measured against)")
+    elif spec.get("plausibility_layer") is not None:
+        raise UserError("sweep config: plausibility_layer without plausible: add plausible = 0.99")
     if kind == "reference":
         if spec.get("units") == "benchmark":
             return [{"kind": "reference", "layer": u[0], "unit": int(u[1]), "position": "center",
-                     "reference_max": None} for u in benchmark_units()]
+                     "reference_max": None, **extra} for u in benchmark_units()]
         units = _units(spec)
         refs = _per_unit(spec.get("reference_max"), len(units), kind)
         return [{"kind": "reference", "layer": str(spec["layer"]), "unit": u, "position": position,

@@ -15,7 +15,7 @@ from .tasks import run_task
 
 
 def sweep(config, out_dir, executor=None, scheduler: str | None = None, workers: int | None = None,
-          progress: bool = True) -> SweepResult:
+          progress: bool = True, plausible: float | None = None) -> SweepResult:
     """Run every task of a sweep config (dict or TOML path, see :func:`~xdream_ts.sweep.load_config`)
     into ``out_dir``; resumable.
 
@@ -23,6 +23,8 @@ def sweep(config, out_dir, executor=None, scheduler: str | None = None, workers:
                ``concurrent.futures.Executor``
     scheduler  address of a Dask scheduler (tcp://HOST:8786); 'dask' without it starts a LocalCluster
     workers    processes (default: CPU count); for a remote scheduler, tasks kept in flight
+    plausible  a quantile: every reference and onnx target that names none searches under plausibility
+               (``sweep --plausible``; per target: ``plausible = 0.99`` in its table)
     Returns a :class:`SweepResult`; failed tasks are in it (and in index.json), never raised.
 
     The folder::
@@ -45,7 +47,7 @@ def sweep(config, out_dir, executor=None, scheduler: str | None = None, workers:
                         "`if __name__ == '__main__':` (worker processes re-import the main module)")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise UserError(f"workers must be a positive integer, got {workers!r}")
-    cfg = load_config(config)
+    cfg = load_config(config, plausible=plausible)
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file: the sweep output must be a folder (--out)")

@@ -69,6 +69,14 @@ def build_task(task: dict):
             decoder = make_decoder(spec, length=length, channels=channels)
         else:
             decoder = _cached_decoder(spec, length, channels)
+    if t.get("plausible") is not None:  # the constrained scorer of `run --plausible`, started the same way
+        from ..plausible import plausible_scorer, start_codes
+        scorer = plausible_scorer(target, t["plausible"], t.get("plausibility_layer"))
+        config["plausible"] = scorer.record()
+        if "init" not in opt["params"]:
+            params, info = start_codes(scorer, decoder, opt["name"], params, task["seed"])
+            if info:
+                config["init_info"] = info
     optimizer = make_optimizer(opt["name"], decoder.latent_dim, seed=task["seed"],
                                noisy=is_noisy(scorer),
                                evaluations=task["budget"] // task["repeats"], **params)
