@@ -92,7 +92,7 @@ def test_pca_multichannel_raw_units_exact_encoder_and_range(tmp_path):
     X = raw_units()
     np.save(tmp_path / "x.npy", X)
     d = load_dataset(tmp_path / "x.npy")
-    dec = fit_data_decoder(d, max_components=64, variance=0.99)
+    dec = fit_data_decoder(d, max_components=64, variance=0.99, residual=0)  # the data's PCA alone
     assert dec.channels == 3 and 1 <= dec.latent_dim <= 64 and dec.space is not None and not dec.normalize
     assert dec.describe()["explained_variance_ratio"] >= 0.99 or dec.latent_dim == 64
     info = json.loads(json.dumps(dec.describe()))
@@ -103,7 +103,7 @@ def test_pca_multichannel_raw_units_exact_encoder_and_range(tmp_path):
     rel = np.sqrt(((back - x) ** 2).mean(-1)) / x.std(-1)  # per series and channel
     assert np.median(rel) < 0.1 and rel.max() < 0.3
     # with every component kept, exactly (the encoder is the decoder's linear inverse)
-    full = fit_data_decoder(d, max_components=500, variance=1.0)
+    full = fit_data_decoder(d, max_components=500, variance=1.0, residual=0)
     np.testing.assert_allclose(full(full.encode(x)), x, rtol=1e-4, atol=1e-3 * np.abs(x).max())
     np.testing.assert_allclose(full(encode(full, x, method="opt")), x, rtol=1e-4, atol=1e-3 * np.abs(x).max())
     # random codes: in the data's per-channel range (plus the margin), with the data's level and spread
@@ -151,7 +151,7 @@ def test_cache_used_the_second_time(tmp_path):
     np.testing.assert_array_equal(again(codes), first(codes))
     # other fit parameters or other data: another file
     other = fit_data_decoder(d, max_components=5)
-    assert other.latent_dim == 5 and other.meta["cache"] != str(path) and not other.meta["cached"]
+    assert other.meta["n_components"] == 5 and other.meta["cache"] != str(path) and not other.meta["cached"]
     # data folder not writable (here: .xdream_ts is a file) -> cache_dir; arrays -> cache_dir
     blocked = tmp_path / "blocked"
     blocked.mkdir()
@@ -203,12 +203,43 @@ def test_real_japanese_vowels_auto_decoder(tmp_path):
     shutil.copytree(SHARED_UEA / "JapaneseVowels", tmp_path / "JapaneseVowels")
     d = load_dataset(tmp_path / "JapaneseVowels")
     dec = make_decoder("auto", length=29, channels=12, data=d)
-    assert dec.space.kind == "data" and dec.channels == 12 and dec.latent_dim <= 64
+    k = dec.meta["n_components"]
+    assert dec.space.kind == "data" and dec.channels == 12 and k <= 64 and dec.latent_dim == k + dec.meta["n_residual"]
     x = d.X[:100].astype(np.float64)
     rel = np.sqrt(((dec(dec.encode(x)) - x) ** 2).mean((1, 2))) / x.std((1, 2))
     assert np.median(rel) < 0.1
-    z = dec(np.random.default_rng(0).standard_normal((300, dec.latent_dim)))
+    # codes in the data's own components: samples of the data's distribution, inside its range
+    z = np.random.default_rng(0).standard_normal((300, dec.latent_dim))
+    z[:, k:] = 0
+    z = dec(z)
     assert in_range(z, dec.space)
     inside = (z >= d.X.min((0, 2))[None, :, None]) & (z <= d.X.max((0, 2))[None, :, None])
     assert inside.mean() > 0.97
     assert make_decoder("auto", length=29, channels=12, data=load_dataset(tmp_path / "JapaneseVowels")).meta["cached"]
+
+
+def test_the_auto_decoder_adds_directions_outside_the_datas_span(tmp_path):
+    # PCADecoder.with_residual: the data's components first and unchanged, then low-frequency directions
+    # orthogonal to them, so that a search can leave the shapes the real series share
+    X = raw_units()
+    np.save(tmp_path / "x.npy", X)
+    d = load_dataset(tmp_path / "x.npy")
+    pca = fit_data_decoder(d, residual=0)
+    dec = fit_data_decoder(d)
+    k = pca.latent_dim
+    assert dec.meta["n_components"] == k and dec.latent_dim == k + dec.meta["n_residual"] and dec.meta["n_residual"] > 0
+    np.testing.assert_allclose(dec.components_[:k], pca.components_)
+    C = dec.components_
+    np.testing.assert_allclose(C @ C.T, np.eye(len(C)), atol=1e-8)  # orthonormal: the encoder stays a projection
+    # a real series keeps its leading coordinates; the residual ones are what PCA left out
+    x = X[:20].astype(np.float64)
+    np.testing.assert_allclose(dec.encode(x)[:, :k], pca.encode(x), rtol=1e-6, atol=1e-6)
+    codes = np.random.default_rng(0).standard_normal((4, dec.latent_dim))
+    codes[:, k:] = 0
+    np.testing.assert_allclose(dec(codes), pca(codes[:, :k]), rtol=1e-5, atol=1e-5)
+    # each residual direction carries the mean variance of the data's components (residual_scale 1)
+    np.testing.assert_allclose(dec.explained_variance_[k:], pca.explained_variance_.mean())
+    # cached with its residual: a second fit loads the same decoder
+    again = fit_data_decoder(load_dataset(tmp_path / "x.npy"))
+    assert again.meta["cached"] and again.meta["n_residual"] == dec.meta["n_residual"]
+    np.testing.assert_array_equal(again.components_, dec.components_)

@@ -3,7 +3,9 @@
 ``fit_data_decoder(dataset)`` fits a :class:`PCADecoder` on the real series (multichannel: each series
 flattened over (channels, length)), whitened so that codes ~ N(0, I) decode to Gaussian samples with
 the data's mean and covariance, keeping as many components as explain ``variance`` (99 %) of it, at
-most ``max_components``. Its output lives in ``StimulusSpace.fit(dataset)``: z-normalised per series
+most ``max_components``; then adds ``RESIDUAL`` (64) low-frequency directions outside their span, so
+that a search can leave the shapes the real series share (``PCADecoder.with_residual``: why, and
+what they gave). Its output lives in ``StimulusSpace.fit(dataset)``: z-normalised per series
 when the data are, else the data's units (per-channel location/scale restored, range clipped).
 PCA is linear, so ``encode`` is an exact projection: a real series encodes to a code that decodes back
 to it up to the variance left out (none when all components are kept).
@@ -31,7 +33,9 @@ from .pca import PCADecoder
 
 MAX_COMPONENTS = 64
 VARIANCE = 0.99
-CACHE_FORMAT = "xdream_ts.auto-pca/1"
+RESIDUAL = 64        # directions outside the data's span (PCADecoder.with_residual says why and what they gave)
+RESIDUAL_SCALE = 1.0
+CACHE_FORMAT = "xdream_ts.auto-pca/2"  # /2: with the residual directions
 CACHE_FOLDER = ".xdream_ts"
 
 
@@ -86,8 +90,10 @@ def _save(decoder: PCADecoder, dirs: list[Path], name: str, key: str) -> Path | 
 
 
 def fit_data_decoder(dataset, cache_dir=None, max_components: int = MAX_COMPONENTS, variance: float = VARIANCE,
-                     length: int | None = None, margin: float | None = None, seed: int = 0) -> PCADecoder:
-    """A whitened PCA decoder fitted on ``dataset`` (a :class:`xdream_ts.data.Dataset`), in its stimulus space.
+                     length: int | None = None, margin: float | None = None, seed: int = 0,
+                     residual: int = RESIDUAL, residual_scale: float = RESIDUAL_SCALE) -> PCADecoder:
+    """A whitened PCA decoder fitted on ``dataset`` (a :class:`xdream_ts.data.Dataset`), in its stimulus space,
+    with ``residual`` directions outside the data's span (:meth:`PCADecoder.with_residual`; 0: none).
 
     cache_dir: where to cache the fit when the data's folder is not writable (or the data are arrays).
     max_components: the cap on the latent dimension; variance: the fraction of variance to explain.
@@ -106,7 +112,7 @@ def fit_data_decoder(dataset, cache_dir=None, max_components: int = MAX_COMPONEN
     if max_components < 1:
         raise UserError(f"max_components={max_components}; pass at least 1")
     params = {"max_components": int(max_components), "variance": float(variance), "margin": margin,
-              "seed": int(seed)}
+              "seed": int(seed), "residual": int(residual), "residual_scale": float(residual_scale)}
     key = _key(dataset, params)
     name = f"pca-{key}.npz"
     dirs = _cache_dirs(dataset, cache_dir)
@@ -116,7 +122,7 @@ def fit_data_decoder(dataset, cache_dir=None, max_components: int = MAX_COMPONEN
             return _stamp(dec, dataset, d / name, cached=True)
     space = StimulusSpace.fit(dataset, margin=margin)
     dec = PCADecoder.fit(dataset.squeeze(), n_components=max_components, variance=variance, seed=seed,
-                         space=space)
+                         space=space).with_residual(residual, residual_scale)
     return _stamp(dec, dataset, _save(dec, dirs, name, key), cached=False)
 
 
