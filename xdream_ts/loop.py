@@ -506,15 +506,10 @@ def run(decoder, scorer, optimizer, budget: int, repeats: int = 1, seed: int | N
         scorer = built.scorer
         reference_max = built.reference_max if reference_max is None else reference_max
         if plausible is not None:
-            from .plausible import plausible_scorer
-            scorer = plausible_scorer(built, plausible, plausibility_layer, plausibility_method,
-                                      model=plausibility_model)
-            config["plausible"] = scorer.record()
-            if not resume and not chosen_start:
-                from .plausible import start_codes
-                optimizer_params, info = start_codes(scorer, decoder, optimizer, optimizer_params, seed)
-                if info:
-                    config["init_info"] = info
+            from .plausible import constrain
+            scorer, optimizer_params = constrain(built, decoder, optimizer, optimizer_params, config, plausible,
+                                                 plausibility_layer, plausibility_method, plausibility_model, seed,
+                                                 start=not resume and not chosen_start)
     session = Session(decoder, scorer, optimizer, budget, repeats=repeats, seed=seed, store=store, resume=resume,
                       chunk_size=chunk_size, reference_max=reference_max, config=config, write_behind=write_behind,
                       optimizer_params=optimizer_params)

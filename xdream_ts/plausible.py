@@ -243,6 +243,22 @@ def plausible_scorer(built, quantile: float = DEFAULT_QUANTILE, layer: str | Non
     return scorer
 
 
+def constrain(built, decoder, optimizer, params: dict, config: dict, quantile: float, layer: str | None = None,
+              method: str = "penalty", model: str | None = None, seed: int | None = 0, start: bool = True):
+    """What ``--plausible`` adds to a run, in one place for ``xdream_ts.run``, ``xdream-ts run`` and sweep
+    tasks: the constrained scorer of a built target (:func:`plausible_scorer`), recorded in
+    ``config["plausible"]``, and, when ``start`` (not on resume, nor when the caller chose a start), the
+    optimizer's start from the most activating feasible real series (:func:`start_codes`). Returns
+    (scorer, params)."""
+    scorer = plausible_scorer(built, quantile, layer, method, model=model)
+    config["plausible"] = scorer.record()
+    if start:
+        params, info = start_codes(scorer, decoder, optimizer, params, seed)
+        if info:
+            config["init_info"] = info
+    return scorer, params
+
+
 def _real_series(built, shipped: bool):
     """(X, reference record) of the real series a plausibility fit is made on: the run's data (the series
     scored up front), else the shipped FordA sample when the measuring model is the shipped one; (None,

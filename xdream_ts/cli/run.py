@@ -168,14 +168,12 @@ def cmd_run(args) -> int:
     if opts["init"] and not opts["resume"]:
         params["init"], config["init_info"] = start_codes(opts, target, decoder)
     if opts["plausible"] is not None:  # issue 16: the constrained scorer, its record in the config, its start
-        from ..plausible import plausible_scorer, start_codes as plausible_start
-        scorer = plausible_scorer(target, opts["plausible"], opts["plausibility_layer"], opts["plausibility_method"],
-                                  model=opts["plausibility_model"])
-        config["plausible"] = scorer.record()
+        from ..plausible import constrain
+        scorer, params = constrain(target, decoder, optimizer, params, config, opts["plausible"],
+                                   opts["plausibility_layer"], opts["plausibility_method"], opts["plausibility_model"],
+                                   opts["seed"], start=not opts["resume"] and not opts["init"]
+                                   and "init" not in opts["optimizer_params"])
         print(f"xdream-ts: {scorer.space}", file=sys.stderr)  # one line: which space the constraint is in
-        if not opts["resume"] and not opts["init"] and "init" not in opts["optimizer_params"]:
-            params, info = plausible_start(scorer, decoder, optimizer, params, opts["seed"])
-            config["init_info"] = info or config.get("init_info")
     result = run(decoder=decoder, scorer=scorer, optimizer=optimizer, optimizer_params=params, budget=opts["budget"],
                  repeats=opts["repeats"], seed=opts["seed"], store=out, resume=opts["resume"],
                  progress=opts["progress"], reference_max=target.reference_max, config=config)

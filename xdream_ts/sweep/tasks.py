@@ -70,13 +70,9 @@ def build_task(task: dict):
         else:
             decoder = _cached_decoder(spec, length, channels)
     if t.get("plausible") is not None:  # the constrained scorer of `run --plausible`, started the same way
-        from ..plausible import plausible_scorer, start_codes
-        scorer = plausible_scorer(target, t["plausible"], t.get("plausibility_layer"))
-        config["plausible"] = scorer.record()
-        if "init" not in opt["params"]:
-            params, info = start_codes(scorer, decoder, opt["name"], params, task["seed"])
-            if info:
-                config["init_info"] = info
+        from ..plausible import constrain
+        scorer, params = constrain(target, decoder, opt["name"], params, config, t["plausible"],
+                                   t.get("plausibility_layer"), seed=task["seed"], start="init" not in opt["params"])
     optimizer = make_optimizer(opt["name"], decoder.latent_dim, seed=task["seed"],
                                noisy=is_noisy(scorer),
                                evaluations=task["budget"] // task["repeats"], **params)
