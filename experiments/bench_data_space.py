@@ -18,10 +18,11 @@ For every chosen unit (logits plus hidden ReLU units, "center" or "mean" positio
 whose best response over the TRAIN data is > 0) one search per decoder and seed with the default optimizer:
 
   auto+data   TargetSpec(data=TRAIN file): the decoder is fitted on the data (whitened PCA, 99 % variance,
-              cap 64) in the data's stimulus space (raw units for jv/pickup), starting from the encoded best
-              real series; reference = best real response (run.reference_max)
-  auto        TargetSpec without data: the shipped prior (the VAE for univariate models; for 12 channels it
-              falls back to the DCT basis, so for jv_cnn it is the same as `basis`); z-normalised stimuli
+              cap 64, plus 64 low-frequency directions outside its span) in the data's stimulus space (raw
+              units for jv/pickup), starting from the encoded best real series; reference = best real
+              response (run.reference_max)
+  auto        TargetSpec without data: the shipped prior (the VAE; for 12 channels one VAE code per
+              channel, xdream_ts/decoders/channelwise.py); z-normalised stimuli
   pca16       PCADecoder.fit(TRAIN, n_components=16): a plain z-normalised PCA (the `pca:DATA` of before the
               data space), searched without data (random start)
   basis       DCT basis (32 components or fewer), z-normalised, without data
@@ -350,11 +351,12 @@ def write_report(path, rows, units_by_model, seen_by_model, models, args, comman
         L.append(f"| {n} | {m['train']} | {m['channels']} x {m['length']} | {m['znormalized_data']} | {m['classes']} | "
                  f"{m['test_accuracy']} | {m['size_kb']} kB | {m['how']} |")
     L += ["", "## Decoders", "",
-          "- **auto+data**: `TargetSpec(data=TRAIN file)`: the fitted auto PCA (whitened, 99 % variance, cap 64), in "
+          "- **auto+data**: `TargetSpec(data=TRAIN file)`: the fitted auto PCA (whitened, 99 % variance, cap 64) plus "
+          "64 low-frequency directions outside its span (`PCADecoder.with_residual`), in "
           "the data's stimulus space (raw units for jv_cnn and pickup_gru, z-normalised for the UCR sets), first "
           "generation from the encoded best real series; reference = best real response over TRAIN.",
-          "- **auto**: no data: the shipped prior (the VAE, univariate); for jv_cnn (12 channels) it falls back to the "
-          "DCT basis, i.e. the same search as `basis`. Searches z-normalised series.",
+          "- **auto**: no data: the shipped prior (the VAE); for jv_cnn (12 channels) one VAE code per channel "
+          "(`xdream_ts/decoders/channelwise.py`). Searches z-normalised series.",
           "- **pca16**: `PCADecoder.fit(TRAIN, n_components=16)` (plain z-normalised PCA, fixed 16 components, "
           "distinct from the auto PCA), searched without data (random start). Z-normalised series.",
           "- **basis**, **identity**: no data; z-normalised series.",

@@ -7,7 +7,7 @@ presentations (``--quick``: 300, one unit per model, one seed; a smoke test of a
                 the centre and a logit; the shipped prior as decoder (``auto`` without data); plausibility in
                 its ``gap`` layer (the input of the logits) against the shipped FordA sample
   gunpoint_cnn  a CNN trained on GunPoint (UCR, z-normalised; experiments/bench_data_space.py trains it):
-                relu1, relu2, relu3, a logit; ``data`` = its TRAIN split, so the decoder is the data's PCA
+                relu1, relu2, relu3, a logit; ``data`` = its TRAIN split, so the decoder is the data's PCA (plus its residual directions)
                 and the search starts from the data; plausibility in its penultimate layer (the
                 global-average-pooled features) against the same data
   jv_cnn        a CNN trained on JapaneseVowels (UEA, 12 channels, raw units, standardisation inside the
@@ -55,9 +55,10 @@ RESULTS = REPO / "experiments" / "results"
 
 UNITS = {
     "shipped": ["block1/out:{b1}@center", "block2/out:{b2}@center", "block3/out:{b3}@center", "logits:1"],
-    "gunpoint_cnn": ["/relu1/Relu_output_0:0@center", "/relu2/Relu_output_0:1@mean",
-                     "/relu3/Relu_output_0:0@center", "logits:1@center"],
-    "jv_cnn": ["/relu1/Relu_output_0:0@mean", "/relu2/Relu_output_0:1@mean", "/relu3/Relu_output_0:0@center",
+    # live units only (best response over TRAIN > 0: experiments/results/data_space.md lists which are dead)
+    "gunpoint_cnn": ["/relu1/Relu_output_0:1@center", "/relu2/Relu_output_0:1@mean",
+                     "/relu3/Relu_output_0:2@center", "logits:1@center"],
+    "jv_cnn": ["/relu1/Relu_output_0:0@mean", "/relu2/Relu_output_0:1@mean", "/relu3/Relu_output_0:1@center",
                "logits:0@center"],
 }
 DATA = {"gunpoint_cnn": SHARED / "ucr" / "GunPoint" / "GunPoint_TRAIN.tsv.gz",
@@ -202,7 +203,7 @@ def write_report(path: Path, rows, args, command, wall, complete):
              f"- models: {', '.join(models)}; units: " + "; ".join(
                  f"{m}: " + ", ".join(sorted({r['unit'] for r in rows if r['model'] == m})) for m in models),
              "- decoder `auto`: the shipped prior for the shipped model; with the model's data (gunpoint_cnn, jv_cnn: "
-             "TRAIN), the data's PCA, starting from the data",
+             "TRAIN), the data's PCA plus 64 directions outside its span, starting from the data",
              "", "Relative activation = activation of the reported series / best activation over the real series. "
              "Feasible = Mahalanobis distance in the plausibility layer within the 99th percentile of the real "
              "series' own distances. Plausible super stimulus = feasible and relative > 1. Shares are over units "
@@ -248,6 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--models", help="comma-separated subset of shipped,gunpoint_cnn,jv_cnn")
     ap.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
+    ap.add_argument("--reuse", help="the log (stdout) of an interrupted run of the same protocol: its rows are "
+                                    "taken as they are and those runs skipped")
     args = ap.parse_args(argv)
     args.budget = args.budget or (300 if args.quick else 3000)
     args.seeds = args.seeds or 1
@@ -260,6 +263,14 @@ def main(argv=None) -> int:
     name = "plausible_quick" if args.quick else "plausible"
     command = "python experiments/bench_plausible.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
     rows, t0 = [], time.perf_counter()
+    reused = []
+    if args.reuse:
+        for line in Path(args.reuse).read_text().splitlines():
+            if line.startswith("{"):
+                r = json.loads(line)
+                if r["budget"] == args.budget:
+                    reused.append(r)
+        print(f"reusing {len(reused)} rows of {args.reuse}", flush=True)
     jsonl = RESULTS / f"{name}.json"
     complete = False
     try:
@@ -270,7 +281,10 @@ def main(argv=None) -> int:
                     if method == "dream" and model != "shipped":
                         continue  # no torch twin of an ONNX model without onnx2torch
                     for seed in range(args.seeds):
-                        new = pair(model, unit, method, seed, args.budget)
+                        new = [r for r in reused if (r["model"], r["unit"], r["method"], r["seed"]) ==
+                               (model, unit, method, seed)]
+                        if len(new) != (1 if method == "default-ff" else 2):
+                            new = pair(model, unit, method, seed, args.budget)
                         rows += new
                         for r in new:
                             print(json.dumps(r), flush=True)

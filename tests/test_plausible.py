@@ -375,3 +375,16 @@ def test_a_sweep_target_with_plausible_needs_data_and_no_noise(tmp_path):
         load_config({"noise": ["none", "gain:0.5"], "targets": [{**target, "data": data}]})
     cfg = load_config({"targets": [{**target, "data": data}, {"kind": "simulated", "length": L}]})
     assert cfg["targets"][0]["plausible"] == 0.99 and "plausible" not in cfg["targets"][1]
+
+
+def test_reference_data_of_the_wrong_length_is_one_line(tmp_path, capsys):
+    # (run --data of another length is resampled to the model's, with a note: issue 15's rule; real series
+    # given to measure against are not, since they would no longer be the series they are)
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    data = _real_series(tmp_path / "real.npy")
+    out_dir = str(tmp_path / "r.zarr")
+    assert _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data), "--budget", "40",
+                 "--out", out_dir, "--no-progress"], capsys)[0] == 0
+    np.save(tmp_path / "short.npy", np.load(data)[:, : L // 2])
+    code, _, err = _run(["show", out_dir, "--reference-data", str(tmp_path / "short.npy")], capsys)
+    assert code == 2 and "length" in err and len(err.strip().splitlines()) == 1, err
