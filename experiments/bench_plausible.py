@@ -199,7 +199,9 @@ def write_report(path: Path, rows, args, command, wall, complete):
     lines = [f"# Plausible super stimuli ({'quick' if args.quick else 'full'} mode)", "",
              *_machine(), f"- command: `{command}`",
              f"- budget {args.budget} presentations per run, seeds {args.seeds}, quantile {QUANTILE}; "
-             f"wall time {wall / 60:.1f} min" + ("" if complete else " (INCOMPLETE: interrupted)"),
+             f"wall time {wall / 60:.1f} min (this invocation; the runs' own wall times sum to "
+             f"{sum(r['wall_s'] for r in rows) / 60:.1f} min" + (", some taken from --reuse" if args.reuse else "")
+             + ")" + ("" if complete else " (INCOMPLETE: interrupted)"),
              f"- models: {', '.join(models)}; units: " + "; ".join(
                  f"{m}: " + ", ".join(sorted({r['unit'] for r in rows if r['model'] == m})) for m in models),
              "- decoder `auto`: the shipped prior for the shipped model; with the model's data (gunpoint_cnn, jv_cnn: "
