@@ -67,7 +67,8 @@ def test_resume_of_the_default_is_bit_identical(tmp_path, noise):
 def _tiny_data(tmp_path, L=48, n=120):
     rng = np.random.default_rng(0)
     t = np.arange(L) / L
-    X = np.sin(2 * np.pi * (rng.uniform(1, 4, (n, 1)) * t + rng.uniform(0, 1, (n, 1)))) + 0.2 * rng.standard_normal((n, L))
+    X = np.sin(2 * np.pi * (rng.uniform(1, 4, (n, 1)) * t + rng.uniform(0, 1, (n, 1))))
+    X += 0.2 * rng.standard_normal((n, L))
     X = (X - X.mean(1, keepdims=True)) / X.std(1, keepdims=True)
     np.save(tmp_path / "real.npy", X.astype(np.float32))
     return tmp_path / "real.npy"
@@ -86,7 +87,8 @@ def _tiny_model(tmp_path, L=48):
              helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
              helper.make_node("Flatten", ["pool"], ["feat"]),
              helper.make_node("Gemm", ["feat", "wl", "bl"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["batch", 1, L])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["batch", 1, L])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -431,7 +431,8 @@ def distance_activation(run, threads: int = 1, max_points: int = 6000, seed: int
         from .plausible import activation_and_distance, reference_series
         act, dist = activation_and_distance(run)
         X = reference_series(rec, run.series.shape[-1])
-        real_d, threshold, layer = np.asarray(rec["reference_distances"], dtype=np.float64), rec["threshold"], rec["layer"]
+        real_d = np.asarray(rec["reference_distances"], dtype=np.float64)
+        threshold, layer = rec["threshold"], rec["layer"]
         source = (rec.get("reference") or {}).get("source")
         idx = np.argwhere(shown & np.isfinite(act))
     else:

@@ -362,7 +362,8 @@ def format_table(result: dict) -> str:
                      f"{f(e, 'mahalanobis')} ({f(e, 'percentile', '{:.0f}')}) | {e.get('evaluations', 0):.0f} | "
                      f"{e.get('wall_s', 0):.1f} |")
     if result.get("plausible") is not None:
-        lines += ["", f"Searched under plausibility (`--plausible {result['plausible']}`, {result['plausibility_method']}): "
+        lines += ["", f"Searched under plausibility (`--plausible {result['plausible']}`, "
+                      f"{result['plausibility_method']}): "
                       "each row is the run's best feasible series, its Mahalanobis distance within that quantile of "
                       "the real series' own."]
     p = result.get("plausibility")

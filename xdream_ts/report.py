@@ -151,7 +151,9 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
     bg = best_g
     bp = int(per_gen_best[bg])
     inc = attrs.get("incumbent")
-    if inc and not cfg.get("plausible"):  # the optimizer's own pick (noisy default): the series the run reports, not a lucky draw
+    # the optimizer's own pick (noisy default): the series the run reports, not a lucky draw (a plausible
+    # run reports its best feasible stimulus instead)
+    if inc and not cfg.get("plausible"):
         bg, bp = int(inc["generation"]), int(inc["member"])
     scorer = cfg.get("scorer", {}) or {}
     ref = cfg.get("reference_max")
@@ -585,7 +587,7 @@ def cmd_report(args) -> int:
     note = f", {res['failures']} tasks not finished" if res["failures"] else ""
     print(f"report: {res['report']} ({res['runs']} runs, {len(res['figures'])} figures{note})")
     for row in res["plausibility"]:  # issue 16: every report says how plausible its results are
+        where = "within" if row["feasible"] == "yes" else "beyond"
         print(f"plausibility: {row['target']} ({row['optimizer']}): distance {row['distance']:.3g} in {row['layer']}, "
-              f"percentile {row['percentile']:.0f} of the real series, {'within' if row['feasible'] == 'yes' else 'beyond'} "
-              f"the threshold {row['threshold']:.3g}")
+              f"percentile {row['percentile']:.0f} of the real series, {where} the threshold {row['threshold']:.3g}")
     return 0
