@@ -237,8 +237,8 @@ def test_the_auto_decoder_adds_directions_outside_the_datas_span(tmp_path):
     codes = np.random.default_rng(0).standard_normal((4, dec.latent_dim))
     codes[:, k:] = 0
     np.testing.assert_allclose(dec(codes), pca(codes[:, :k]), rtol=1e-5, atol=1e-5)
-    # each residual direction carries the mean variance of the data's components (residual_scale 1)
-    np.testing.assert_allclose(dec.explained_variance_[k:], pca.explained_variance_.mean())
+    # each residual direction carries residual_scale times the mean variance of the data's components
+    np.testing.assert_allclose(dec.explained_variance_[k:], dec.meta["residual_scale"] * pca.explained_variance_.mean())
     # cached with its residual: a second fit loads the same decoder
     again = fit_data_decoder(load_dataset(tmp_path / "x.npy"))
     assert again.meta["cached"] and again.meta["n_residual"] == dec.meta["n_residual"]
