@@ -38,11 +38,8 @@ space the model was trained on, which is part of what is measured.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +48,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+from machine import machine_lines  # noqa: E402
 SHARED = Path("/work/shared/data") if Path("/work/shared/data").is_dir() else REPO.parent / "shared" / "data"
 MODELS = REPO / "experiments" / "models" / "data_space"
 RESULTS = REPO / "experiments" / "results"
@@ -298,22 +297,6 @@ def one_run(name, unit, best_real, decoder, seed, budget, pca_cache):
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _machine() -> list[str]:
-    def sh(cmd):
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception as e:  # noqa: BLE001
-            return f"({e})"
-    import onnxruntime
-    import torch
-    return [f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- machine: `nproc` = {sh('env -u OMP_NUM_THREADS nproc')}, no GPU; {platform.platform()}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__} (1 thread, torch 1 thread); the 2 "
-            "cores are shared with other developers' jobs, so wall times are indicative only",
-            "- `lscpu | head`:", "", "```", sh("lscpu | head"), "```", "",
-            f"- git: {sh('git -C ' + str(REPO) + ' rev-parse --short HEAD')} (the tree is edited concurrently)"]
-
-
 def summarise(rows, units_by_model):
     """{(model, decoder): {...}} over the units each model uses; a unit's value is its median over seeds."""
     table = {}
@@ -341,7 +324,7 @@ def write_report(path, rows, units_by_model, seen_by_model, models, args, comman
     table = summarise(rows, units_by_model)
     L = [f"# The model's own data as the stimulus space (issue 15, item 7){'' if args.quick is False else ' — quick mode'}",
          "", f"Command: `{command}`" + ("" if complete else "  **(incomplete: the run had not finished; rows so far)**"),
-         "", *_machine(), "",
+         "", *machine_lines(torch=True, lscpu=True), "",
          f"Budget {args.budget} presentations per run, seeds {list(range(args.seeds))}, optimizer `default`, "
          f"{sum(len(v) for v in units_by_model.values())} units, {len(rows)} runs, {wall / 60:.1f} min.", "",
          "## Models (trained by this script, CPU, fixed seed 0; ONNX under experiments/models/data_space/)", "",

@@ -30,11 +30,8 @@ loses).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +41,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+from machine import machine_lines  # noqa: E402
 SHARED = REPO.parent / "shared"
 MODELS = REPO / "experiments" / "models" / "data_space"
 WORK = REPO / "experiments" / "_work"
@@ -66,7 +65,6 @@ def model_path(name: str) -> Path:
         return path
     out = WORK / "fcn_forda.onnx"
     if not out.is_file():  # exported once from the third-party checkpoint (never committed)
-        sys.path.insert(0, str(REPO / "experiments"))
         from third_party_fcn import export
         WORK.mkdir(parents=True, exist_ok=True)
         export(SHARED / "models" / "third_party" / "supervised-fcn" / "FordA.ckpt", out)
@@ -143,25 +141,11 @@ def summarise(rows):
     return out, best
 
 
-def _machine() -> list[str]:
-    def sh(cmd):
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception as e:  # noqa: BLE001
-            return f"({e})"
-    import onnxruntime
-    return [f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- machine: `nproc` = {sh('env -u OMP_NUM_THREADS nproc')}, no GPU; {platform.platform()}; Python "
-            f"{platform.python_version()}, onnxruntime {onnxruntime.__version__} (1 thread); the 2 cores were shared "
-            "with other jobs, so wall times are indicative only",
-            f"- git: {sh('git -C ' + str(REPO) + ' rev-parse --short HEAD')}"]
-
-
 def write_report(path: Path, rows, args, command: str, wall: float, complete: bool) -> dict:
     table, best = summarise(rows)
     units = sorted({(r["model"], r["unit"]) for r in rows})
     lines = [f"# The default optimizer on units it never saw ({'quick' if args.quick else 'full'} mode)", "",
-             *_machine(), f"- command: `{command}`",
+             *machine_lines(), f"- command: `{command}`",
              f"- budget {args.budget} presentations per run, seeds {args.seeds}, decoder `auto` without data (the "
              f"shipped prior); wall time {wall / 60:.1f} min{'' if complete else '; INCOMPLETE (interrupted)'}",
              f"- units ({len(units)}): " + ", ".join(f"{m}: `{u}`" for m, u in units), "",

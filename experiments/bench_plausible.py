@@ -35,11 +35,8 @@ within the threshold. The target (issue 16): >= 80 % of units, gradient-free.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +46,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+from machine import machine_lines  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 MODELS = REPO / "experiments" / "models" / "data_space"
 RESULTS = REPO / "experiments" / "results"
@@ -146,21 +145,6 @@ def pair(model: str, unit: str, method: str, seed: int, budget: int) -> list[dic
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _machine() -> list[str]:
-    def sh(cmd):
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception as e:  # noqa: BLE001
-            return f"({e})"
-    import onnxruntime
-    import torch
-    return [f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-            f"- machine: `nproc` = {sh('env -u OMP_NUM_THREADS nproc')}, no GPU; {platform.platform()}; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__} (1 thread); "
-            "the 2 cores were shared with other jobs, so wall times are indicative only",
-            f"- git: {sh('git -C ' + str(REPO) + ' rev-parse --short HEAD')}"]
-
-
 def _f(v, fmt="{:.2f}"):
     return "n/a" if v is None else fmt.format(v)
 
@@ -197,7 +181,7 @@ def write_report(path: Path, rows, args, command, wall, complete):
     table = summarise(rows)
     models = sorted({r["model"] for r in rows})
     lines = [f"# Plausible super stimuli ({'quick' if args.quick else 'full'} mode)", "",
-             *_machine(), f"- command: `{command}`",
+             *machine_lines(torch=True), f"- command: `{command}`",
              f"- budget {args.budget} presentations per run, seeds {args.seeds}, quantile {QUANTILE}; "
              f"wall time {wall / 60:.1f} min (this invocation; the runs' own wall times sum to "
              f"{sum(r['wall_s'] for r in rows) / 60:.1f} min" + (", some taken from --reuse" if args.reuse else "")

@@ -317,12 +317,18 @@ def test_inverse_set_plausible_keeps_every_sample_within_the_quantile(tmp_path, 
     assert np.all((logit[:, 0] >= lo - 1e-4) & (logit[:, 0] <= hi + 1e-4))
 
 
-def test_show_and_report_say_how_plausible_a_run_with_data_is_without_a_flag(tmp_path, capsys):
+def _run_with_data(tmp_path, capsys, budget: int):
+    """A plain (unconstrained) run of the tiny model with its data: (data path, run store path)."""
     model = _tiny_onnx(tmp_path / "tiny.onnx")
     data = _real_series(tmp_path / "real.npy")
     out_dir = str(tmp_path / "r.zarr")
-    assert _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data), "--budget", "200",
+    assert _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data), "--budget", str(budget),
                  "--out", out_dir, "--no-progress"], capsys)[0] == 0
+    return data, out_dir
+
+
+def test_show_and_report_say_how_plausible_a_run_with_data_is_without_a_flag(tmp_path, capsys):
+    data, out_dir = _run_with_data(tmp_path, capsys, 200)
     s = json.loads(_run(["show", out_dir, "--json"], capsys)[1])
     p = s["plausibility"]
     assert p["layer"] == "feat" and p["reference_source"] == str(data)
@@ -380,11 +386,7 @@ def test_a_sweep_target_with_plausible_needs_data_and_no_noise(tmp_path):
 def test_reference_data_of_the_wrong_length_is_one_line(tmp_path, capsys):
     # (run --data of another length is resampled to the model's, with a note: issue 15's rule; real series
     # given to measure against are not, since they would no longer be the series they are)
-    model = _tiny_onnx(tmp_path / "tiny.onnx")
-    data = _real_series(tmp_path / "real.npy")
-    out_dir = str(tmp_path / "r.zarr")
-    assert _run(["run", "--model", str(model), "--target", "logits:0", "--data", str(data), "--budget", "40",
-                 "--out", out_dir, "--no-progress"], capsys)[0] == 0
+    data, out_dir = _run_with_data(tmp_path, capsys, 40)
     np.save(tmp_path / "short.npy", np.load(data)[:, : L // 2])
     code, _, err = _run(["show", out_dir, "--reference-data", str(tmp_path / "short.npy")], capsys)
     assert code == 2 and "length" in err and len(err.strip().splitlines()) == 1, err
