@@ -424,8 +424,7 @@ def distance_activation(run, threads: int = 1, max_points: int = 6000, seed: int
 
     rec = run.config.get("plausible")
     spec = TargetSpec.from_config(run.config)
-    G, P = run.objective.shape
-    shown = np.arange(P)[None, :] < np.asarray(run.n_evaluated)[:, None]
+    shown = np.arange(run.objective.shape[1])[None, :] < np.asarray(run.n_evaluated)[:, None]
     reported = run.reported_index
     if rec:
         from .plausible import activation_and_distance, reference_series
