@@ -12,7 +12,9 @@ def format_summary(s: dict) -> str:
         f"target         {s['scorer']}   decoder {s['decoder']}   optimizer {s['optimizer']}",
         f"presentations  {s['presentations']} of {s['budget']} in {s['generations']} generations"
         f" (repeats {s['repeats']}, missing responses {s['missing_responses']})",
-        f"best score     {f(s['best_score'])}   clean {f(s['best_clean_score'])}",
+        f"best score     {f(s['best_score'])}   clean {f(s['best_clean_score'])}"
+        # a plausible run tells its optimizer a penalised value; its activation is on the 'reported' line
+        + ("   (the value told to the optimizer, penalised)" if (s.get("plausibility") or {}).get("reported") else ""),
     ]
     inc = s.get("incumbent")
     # one measurement is just the best response: a "mean over 1 presentations" line would claim a robustness
