@@ -300,12 +300,13 @@ def compare(model=None, target=None, optimizers=None, evaluations: int = 2000, s
                 cost, used, extra = 1.0, float(r.presentations), {}
             wall = time.perf_counter() - t0
             reported = r.series[r.reported_index]  # a plausible run's best feasible, else its best
-            best = (r.summary()["plausibility"]["reported"]["activation"] if plausible_spec else r.best_score)
+            p = r.summary()["plausibility"] if plausible_spec else None
+            best = p["reported"]["activation"] if p else r.best_score
             row = {"optimizer": name, "seed": seed, "best_activation": best,
                    "relative_activation": r.relative_activation, "evaluations": float(used),
                    "presentations": int(r.presentations), "wall_s": round(wall, 2), **extra}
-            if plausible_spec:
-                row["feasible"] = bool(r.summary()["plausibility"]["feasible"])
+            if p:
+                row["feasible"] = bool(p["feasible"])
             if space is not None:
                 d = float(space.distance(reported[None])[0])
                 row.update(mahalanobis=d, percentile=float(space.percentile(d)[0]))

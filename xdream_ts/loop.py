@@ -88,9 +88,8 @@ class Run:
         activation of its feasible stimuli (NaN before the first feasible one), what it would report so far."""
         obj = self.objective
         if self.config.get("plausible"):  # its told objective is a penalised value, not the activation
-            from .plausible import activation_and_distance
-            act, dist = activation_and_distance(self)
-            obj = np.where(dist <= self.config["plausible"]["threshold"], act, np.nan)
+            from .plausible import feasible_activation
+            obj = feasible_activation(self)
         best = np.maximum.accumulate(np.max(np.where(np.isfinite(obj), obj, -np.inf), axis=1))
         return np.where(np.isfinite(best), best, np.nan)
 

@@ -555,6 +555,15 @@ def activation_and_distance(run):
     return np.where(shown, act, np.nan), np.where(shown, mean[..., k], np.nan)
 
 
+def feasible_activation(run) -> np.ndarray | None:
+    """(G, P) activation of a plausible run's feasible stimuli, NaN elsewhere (None for other runs): what
+    its best, its trajectory and its report are read from, since it tells its optimizer a penalised value."""
+    act, dist = activation_and_distance(run)
+    if act is None:
+        return None
+    return np.where(np.isfinite(act) & (dist <= run.config["plausible"]["threshold"]), act, np.nan)
+
+
 def reported_index(run) -> tuple[int, int]:
     """The best feasible stimulus by activation; when none is feasible, the one of smallest distance."""
     rec = run.config["plausible"]

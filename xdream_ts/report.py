@@ -120,22 +120,22 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
     obj = st.read("objective")
     if obj is None or len(obj) == 0 or not np.isfinite(obj).any():
         raise UserError(f"run {path} has no valid score yet: nothing to report (resume it first)")
+    n_eval = st.read("n_evaluated")
+
+    class _R:  # the fields first_super_presentation and the plausible readers use, without the series
+        pass
+    r = _R()
+    r.config, r.n_evaluated = cfg, n_eval
     if cfg.get("plausible"):
         # a plausible run tells its optimizer a penalised value: the report reads the activation of its
         # feasible stimuli instead (all of them when none is feasible), so that its best is the series
         # the run reports (plausible.reported_index) and its trajectory the best feasible so far
-        from .plausible import activation_and_distance
-
-        class _S:
-            pass
-        s = _S()
-        s.config, s.scores, s.n_evaluated = cfg, st.read("scores"), st.read("n_evaluated")
-        act, dist = activation_and_distance(s)
-        feasible = np.isfinite(act) & (dist <= cfg["plausible"]["threshold"])
-        obj = np.where(feasible, act, np.nan) if feasible.any() else act
+        from .plausible import activation_and_distance, feasible_activation
+        r.scores = st.read("scores")
+        feasible = feasible_activation(r)
+        obj = feasible if np.isfinite(feasible).any() else activation_and_distance(r)[0]
     clean = st.read("clean_scores")
     clean_obj = combine_targets(clean, cfg.get("objective")) if clean is not None else None
-    n_eval = st.read("n_evaluated")
     reps = int(attrs.get("repeats") or cfg.get("repeats") or 1)
     x = np.cumsum(n_eval) * reps
     masked = np.where(np.isfinite(obj), obj, -np.inf)
@@ -158,10 +158,7 @@ def read_run(path: Path, target: str | None = None, optimizer: str | None = None
     scorer = cfg.get("scorer", {}) or {}
     ref = cfg.get("reference_max")
 
-    class _R:  # the fields first_super_presentation reads, without the series
-        pass
-    r = _R()
-    r.clean_scores, r.clean_objective, r.objective, r.n_evaluated, r.config = clean, clean_obj, obj, n_eval, cfg
+    r.clean_scores, r.clean_objective, r.objective = clean, clean_obj, obj
     sweep_cfg = cfg.get("sweep", {}) or {}
     return RunInfo(
         path=Path(path), target=target or sweep_cfg.get("target") or _target_label(cfg),
