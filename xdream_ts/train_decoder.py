@@ -1,20 +1,32 @@
-"""Train a convolutional VAE decoder on time series and export it for the search loop.
+"""Train a decoder on the model's own series and export it for the search loop.
 
-    xdream-ts train-decoder --data FordA --out my_decoder [--latent-dim 64] [--epochs 60] [--seed 0] [--length 256]
+    xdream-ts train-decoder --data PATH --out my_decoder [--length L] [--latent-dim 16] [--epochs 40] [--seed 0]
+    xdream-ts train-decoder --kind vae --data FordA --out my_vae [--latent-dim 64] [--epochs 60] [--length 256]
 
-``--data`` is a UCR dataset folder, a single UCR .tsv(.gz) file, or a dataset name found through
-``$XDREAM_TS_DATA`` (see ``xdream_ts.data``); several can be given (comma separated) to train one decoder
-on all of them, resampled to a common length. Only the TRAIN split is used; the TEST split stays
-held out. In Python, ``data`` may also be an array (n, L) or (n, C, L) of series.
+``--kind hybrid`` (the default, ``train_hybrid_decoder``): the ``auto`` PCA fitted on the data (whitened,
+99 % variance, cap 64, plus 64 directions outside its span) plus a learned nonlinear branch, a small conv
+VAE decoder trained on what the PCA leaves of time-warped real series (``xdream_ts.decoders.hybrid`` says
+why). Its search space contains the PCA's: a code whose learned part is 0 decodes to what the PCA gives.
+Any channels, any length; the stimulus space is the data's (``xdream_ts.space``): z-normalised series
+when the data are, else the data's units (per-channel loc/scale restored, clipped to their range with
+the margin), inside the exported graph. ``--data`` is anything ``xdream_ts.data.load_dataset`` reads
+(TRAIN split of a folder or name). Rerunning it on a folder trained with the same data and parameters
+reuses that folder.
+
+``--kind vae`` (``train_decoder``, how the shipped prior is trained): a conv VAE on z-normalised series;
+``--data`` a UCR dataset folder, a .tsv(.gz) file or a name found through ``$XDREAM_TS_DATA``, several
+comma separated to train one decoder on all of them, resampled to a common length (TRAIN splits only).
+In Python, ``data`` may also be an array (n, L) or (n, C, L) of series.
 
 The output folder holds everything needed to use the decoder without this package's training code:
 
-    decoder.onnx   code (batch, d) -> series (batch, [C,] L), z-normalised per series (opset 17)
-    encoder.onnx   series (batch, [C,] L) -> mu (batch, d)   (the posterior mean: XDream's "ivt")
+    decoder.onnx   code (batch, d) -> series (batch, [C,] L) in the stimulus space (opset 17)
+    encoder.onnx   series (batch, [C,] L) -> code (batch, d)  (the posterior mean: XDream's "ivt")
     weights.pt     torch state_dict (float32), load with torch.load(..., weights_only=True)
-    decoder.json   architecture, training data, losses, seed, versions
+    pca.npz        hybrid: its linear branch, a ``PCADecoder`` file (``--decoder pca:DIR/pca.npz``)
+    decoder.json   architecture, stimulus space, training data, losses, seed, versions
 
-Load it with ``xdream_ts.decoders.onnx_decoder.OnnxDecoder(out_dir)``.
+Load it with ``xdream_ts.decoders.onnx_decoder.OnnxDecoder(out_dir)`` (or ``--decoder DIR``).
 Training is deterministic for a given seed, data and thread count (CPU).
 """
 from __future__ import annotations
@@ -113,8 +125,9 @@ def load_training_data(data, length: int | None = None):
     return [_prepare(X, length) for X in raw], length, channels, desc
 
 
-def _augment(batch: np.ndarray, rng: np.random.Generator, crop_min: float) -> np.ndarray:
-    """Random crop of a fraction [crop_min, 1] of each series, stretched back to full length, z-normalised.
+def _augment(batch: np.ndarray, rng: np.random.Generator, crop_min: float, normalize: bool = True) -> np.ndarray:
+    """Random crop of a fraction [crop_min, 1] of each series, stretched back to full length, z-normalised
+    (``normalize``; False keeps the units, for series in a ``data`` stimulus space).
 
     A mild time-shift and time-warp: the small datasets are seen many times per epoch, this keeps the
     decoder from memorising their exact phase.
@@ -130,7 +143,8 @@ def _augment(batch: np.ndarray, rng: np.random.Generator, crop_min: float) -> np
     flat = batch.reshape(n, -1, L)
     idx0 = np.broadcast_to(i0[:, None, :], flat.shape)
     out = (np.take_along_axis(flat, idx0, -1) * (1 - w[:, None]) + np.take_along_axis(flat, idx0 + 1, -1) * w[:, None])
-    return znormalize(out.reshape(batch.shape)).astype(np.float32)
+    out = out.reshape(batch.shape)
+    return (znormalize(out) if normalize else out).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -371,14 +385,255 @@ def _version() -> str:
         return "unknown"
 
 
+# ----------------------------------------------------------------------------------- hybrid decoder
+HYBRID_FORMAT_KEY = "xdream_ts.train-hybrid/1"  # bump when the training changes what a folder holds
+HYBRID_LATENT = 16
+HYBRID_WIDTHS = (32, 32, 32)
+
+
+def load_hybrid_data(data, length: int | None = None):
+    """The ``data`` argument of :func:`train_hybrid_decoder` -> a Dataset: a path any format
+    ``xdream_ts.data.load_dataset`` reads (a folder's or name's TRAIN split only), an array (n, [C,] L)
+    or a Dataset; resampled to ``length`` when given."""
+    from .data import Dataset, load_dataset
+
+    if isinstance(data, (str, os.PathLike)):
+        return load_dataset(data, length=length, split="train")  # a file ignores the split
+    if isinstance(data, Dataset):
+        return data.resampled(int(length)) if length else data
+    X = np.asarray(data, dtype=np.float64)
+    if X.ndim not in (2, 3):
+        raise UserError(f"training data has shape {X.shape}; pass an array (n, length) or (n, channels, length), "
+                        "or a data file or folder")
+    return Dataset.from_arrays(X, length=length)
+
+
+def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length: int | None = None,
+                         epochs: int = 40, batch_size: int = 64, seed: int = 0, margin: float | None = None,
+                         pool: int = 2048, augment: float = 0.8, beta: float = 1.0, sigma: float = 0.3,
+                         lr: float = 2e-3, widths=HYBRID_WIDTHS, val_fraction: float = 0.1, threads: int | None = 1,
+                         progress: bool = True, reuse: bool = True, verify: bool = True) -> dict:
+    """Train the hybrid decoder (``xdream_ts.decoders.hybrid``: the auto PCA + a learned residual branch)
+    on ``data`` in its stimulus space and save decoder.onnx, encoder.onnx, weights.pt, pca.npz and
+    decoder.json into ``out_dir``.
+
+    data: a path (any format ``load_dataset`` reads; TRAIN split of a folder), an array or a Dataset.
+    length: the model's length (the data are resampled to it); default the data's. Any length, any channels.
+    latent_dim: size of the learned part of the code (the PCA part's size is the data's: components + 64).
+    margin: the data space's range margin (default ``xdream_ts.space.MARGIN``).
+    pool, augment: the branch trains on ``pool`` random crop-and-stretch copies (crop fraction in
+        [augment, 1]) of the training series, seeded: time shifts and warps are what a linear span holds
+        worst, and they give the branch residuals to learn even where PCA keeps every component.
+    epochs, batch_size, lr, beta, sigma: Adam with cosine decay; loss SSE / (2 sigma^2) + beta * KL on
+        unit-RMS residuals, beta warmed up over the first quarter.
+    reuse: when ``out_dir`` already holds a decoder trained on the same data with the same parameters,
+        load its record instead of training again (a benchmark or a rerun does not retrain).
+
+    Returns the dict written to decoder.json (plus ``out_dir`` and ``reused``).
+    """
+    torch = require_torch("train-decoder")
+
+    import hashlib
+
+    from .decoders.auto import fit_pca
+    from .decoders.hybrid import FORMAT, HybridConfig, build_hybrid, pca_buffers
+    from .decoders.vae import calibrate_prior, vae_loss
+    from .space import MARGIN, StimulusSpace
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if epochs < 1 or batch_size < 2 or latent_dim < 1 or pool < 2:
+        raise UserError(f"epochs={epochs}, batch_size={batch_size}, latent_dim={latent_dim}, pool={pool}: "
+                        "pass epochs, latent_dim >= 1 and batch_size, pool >= 2")
+    dataset = load_hybrid_data(data, length)
+    if dataset.n < 2:
+        raise UserError(f"{dataset.source} has {dataset.n} series; a decoder needs at least 2")
+    margin = MARGIN if margin is None else float(margin)
+    params = {"latent_dim": int(latent_dim), "epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed),
+              "margin": margin, "pool": int(pool), "augment": float(augment), "beta": float(beta),
+              "sigma": float(sigma), "lr": float(lr), "widths": [int(w) for w in widths],
+              "val_fraction": float(val_fraction)}
+    h = hashlib.sha256(dataset.digest().encode())
+    h.update(json.dumps({"format": HYBRID_FORMAT_KEY, **params}, sort_keys=True).encode())
+    key = h.hexdigest()[:20]
+    out = Path(out_dir)
+    if reuse and (out / "decoder.json").is_file() and (out / "decoder.onnx").is_file() \
+            and (out / "encoder.onnx").is_file():
+        try:
+            old = json.loads((out / "decoder.json").read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("key") == key:
+            return {**old, "out_dir": str(out), "reused": True}
+
+    space = StimulusSpace.fit(dataset, margin=margin)
+    pca = fit_pca(dataset, space, seed=seed)
+    C, L = dataset.channels, dataset.length
+    channels = C if C > 1 else None
+    cfg = HybridConfig(length=L, channels=channels, pca_dim=pca.latent_dim, space_kind=space.kind,
+                       learned=HybridConfig.branch(latent_dim, L, C, widths).to_dict())
+    Lp = cfg.vae.length
+    buf = pca_buffers(pca, space)
+
+    def residual(Z):
+        """(n, C, L) standardised -> what the PCA branch leaves, (n, C, L)."""
+        f = Z.reshape(len(Z), -1)
+        a = (f - buf["b"]) @ buf["P"]
+        return (f - (a @ buf["W"] + buf["b"])).reshape(Z.shape)
+
+    rng = np.random.default_rng(seed)
+    Z = space.to_standard(dataset.X.astype(np.float64))  # (n, C, L), the units both branches work in
+    perm = rng.permutation(dataset.n)
+    n_val = min(int(round(val_fraction * dataset.n)), dataset.n - 1)
+    train_idx, val_idx = perm[n_val:], (perm[:n_val] if n_val else perm[:min(dataset.n, 64)])
+    znorm = space.kind == "znorm"
+    A_train = _augment(Z[rng.choice(train_idx, pool)].astype(np.float32), rng, augment, znorm).astype(np.float64)
+    A_val = _augment(Z[rng.choice(val_idx, max(64, pool // 8))].astype(np.float32), rng, augment, znorm)
+    A_val = A_val.astype(np.float64)
+    R_train, R_val = residual(A_train), residual(A_val)
+    gain = float(max(np.sqrt(np.mean(R_train ** 2)), 1e-6))
+
+    def padded(R):
+        return np.pad(R / gain, ((0, 0), (0, 0), (0, Lp - L))).astype(np.float32)
+
+    X_train, X_val = padded(R_train), padded(R_val)
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        torch.manual_seed(seed)
+        model = build_hybrid(cfg, pca, space)
+        model.gain.fill_(gain)
+        vae = model.vae
+        opt = torch.optim.Adam(vae.parameters(), lr=lr)
+        steps = max(1, len(X_train) // batch_size)
+        total = epochs * steps
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        warmup = max(1, total // 4)
+        from .progress import progress_bar
+        bar = progress_bar(total=epochs, unit="epoch", desc="train-decoder", enabled=progress)
+        t0, step, history = time.time(), 0, []
+        Xv = torch.from_numpy(X_val)
+        for epoch in range(epochs):
+            vae.train()
+            idx = rng.permutation(len(X_train))
+            tot = 0.0
+            for b in range(steps):
+                batch = torch.from_numpy(X_train[idx[b * batch_size:(b + 1) * batch_size]])
+                loss, _, _, _ = vae_loss(vae, batch, beta * min(1.0, (step + 1) / warmup), sigma)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(vae.parameters(), 10.0)
+                opt.step()
+                sched.step()
+                step += 1
+                tot += loss.item()
+            val = _evaluate(vae, Xv, beta, sigma)
+            history.append({"epoch": epoch + 1, "train_loss": tot / steps, **val})
+            bar.update(1)
+            bar.set_postfix_str(f"val_mse={val['val_mse']:.4f}, kl={val['val_kl']:.1f}")
+        bar.close()
+        seconds = time.time() - t0
+        vae.eval()
+        calibration = calibrate_prior(vae, X_train)
+        with torch.no_grad():
+            # how much of the held-out (augmented) series each part reconstructs, in standardised units
+            V = space.from_standard(A_val)  # the encoder takes the stimulus space's units
+            V = torch.from_numpy((V if channels else V[:, 0]).astype(np.float32))
+            Vs = model(model.encode(V)).numpy().astype(np.float64)
+        Vs = space.to_standard(Vs if channels else Vs[:, None])
+        ss = float(np.mean((A_val - A_val.mean(axis=0)) ** 2))
+        fit = {"pca_fraction_unexplained": float(np.mean(R_val ** 2) / ss),
+               "hybrid_fraction_unexplained": float(np.mean((Vs - A_val) ** 2) / ss)}
+
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().to(torch.float32) if v.is_floating_point() else v
+                    for k, v in model.state_dict().items()}, out / "weights.pt")
+        pca.save(out / "pca.npz")
+        _export_hybrid(model, cfg, out)
+        import onnx
+
+        info = {
+            "format": FORMAT, "name": "hybrid", "key": key,
+            "latent_dim": cfg.latent_dim, "length": L, "channels": channels,
+            "space": space.describe(),
+            "architecture": {**cfg.to_dict(), "type": "pca + learned residual (conv VAE decoder)",
+                             "n_components": int(pca.meta.get("n_components", pca.latent_dim)),
+                             "n_residual": int(pca.meta.get("n_residual", 0)),
+                             "code": f"[PCA part: {pca.latent_dim} | learned part: {int(latent_dim)}]",
+                             "output": "in the stimulus space (inside the ONNX graph): "
+                                       + ("z-normalised per series and channel" if znorm else
+                                          "the data's units, clipped to their range with the margin")},
+            "training": {"data": [dataset.describe()], "params": params, "n_train": int(len(train_idx)),
+                         "n_val": int(n_val), "residual_gain": gain, "seconds": round(seconds, 1),
+                         **history[-1], **fit, "prior_calibration": calibration,
+                         "history": [{k: round(float(v), 5) for k, v in r.items()} for r in history]},
+            "seed": seed,
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
+                         "python": platform.python_version(), "xdream_ts": _version()},
+            "files": {"decoder": "decoder.onnx", "encoder": "encoder.onnx", "weights": "weights.pt",
+                      "pca": "pca.npz"},
+        }
+        if verify:
+            info["onnx_max_abs_diff"] = _verify_hybrid(model, cfg, out, seed)
+        (out / "decoder.json").write_text(json.dumps(info, indent=1) + "\n")
+        return {**info, "out_dir": str(out), "reused": False}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _export_hybrid(model, cfg, out: Path) -> None:
+    import warnings
+
+    import torch
+
+    model.eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.encode(x)
+
+    shape = (2, cfg.length) if cfg.channels is None else (2, cfg.channels, cfg.length)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(2, cfg.latent_dim),), str(out / "decoder.onnx"), input_names=["code"],
+                          output_names=["series"], dynamic_axes={"code": {0: "batch"}, "series": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        # eval() on the wrapper too: export restores the wrapper's mode, and so its submodule's (the model)
+        torch.onnx.export(Encoder(model).eval(), (torch.zeros(shape),), str(out / "encoder.onnx"), input_names=["series"],
+                          output_names=["code"], dynamic_axes={"series": {0: "batch"}, "code": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
+def _verify_hybrid(model, cfg, out: Path, seed: int) -> float:
+    """Max |ONNX - torch| decoder output on 16 random codes (recorded in decoder.json)."""
+    import torch
+
+    from .decoders.onnx_decoder import OnnxDecoder
+
+    codes = np.random.default_rng(seed + 1).standard_normal((16, cfg.latent_dim)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(codes)).numpy()
+    got = OnnxDecoder(out, _config={"latent_dim": cfg.latent_dim, "length": cfg.length, "channels": cfg.channels})(codes)
+    return float(np.abs(ref - got).max())
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register ``train-decoder`` on an argparse subparsers object; the handler is ``args.func(args)``."""
     p = subparsers.add_parser(
-        "train-decoder", help="train a VAE decoder (latent codes -> series) on your series",
-        description="Train a 1-D convolutional VAE on UCR-format series and save decoder.onnx, encoder.onnx, "
-                    "weights.pt and decoder.json into --out; use it with --decoder DIR.")
+        "train-decoder", help="train a decoder (latent codes -> series) on your model's data",
+        description="Train a decoder on your series and save decoder.onnx, encoder.onnx, weights.pt and "
+                    "decoder.json into --out; use it with --decoder DIR. The default (--kind hybrid) is the "
+                    "auto PCA plus a learned residual branch, in the data's stimulus space; --kind vae the "
+                    "plain conv VAE (z-normalised series).")
     _add_arguments(p)
     p.set_defaults(func=run_cli)
     return p
@@ -386,25 +641,39 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
-                   help="UCR dataset folder, .tsv(.gz) file, or name found via $XDREAM_TS_DATA; "
-                        "several separated by commas (TRAIN splits only)")
+                   help="the series: a .tsv[.gz], .ts[.gz], .npy, .npz or .csv file, a dataset folder or a name "
+                        "found via $XDREAM_TS_DATA (TRAIN split only); --kind vae: several comma separated")
     p.add_argument("--out", required=True, help="output folder (created; decoder files overwritten)")
-    p.add_argument("--latent-dim", type=int, default=64, help="latent code size (default 64)")
+    p.add_argument("--kind", choices=("hybrid", "vae"), default="hybrid",
+                   help="hybrid (default): the auto PCA + a learned residual branch, in the data's units when "
+                        "they are not z-normalised; vae: the plain conv VAE, z-normalised")
+    p.add_argument("--latent-dim", type=int, default=None,
+                   help=f"latent code size (default 64; hybrid: the learned part, default {HYBRID_LATENT})")
     p.add_argument("--length", type=int, default=None,
-                   help="training length, a multiple of 16 (default: longest series rounded up)")
-    p.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60; early stopping)")
+                   help="the model's series length (default: the data's; vae: a multiple of 16)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 60 with early stopping; hybrid 40)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--patience", type=int, default=10, help="vae: early-stopping patience in epochs (default 10)")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (default 1.0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    if args.kind == "hybrid":
+        info = train_hybrid_decoder(args.data, args.out, latent_dim=args.latent_dim or HYBRID_LATENT,
+                                    length=args.length, epochs=args.epochs or 40, batch_size=args.batch_size,
+                                    seed=args.seed, beta=args.beta, threads=args.threads, progress=not args.quiet)
+        t = info["training"]
+        print(f"{'reused' if info['reused'] else 'saved'} {info['out_dir']}: hybrid, code "
+              f"{info['architecture']['code']}, length {info['length']}, {info['space']['kind']} space; "
+              f"unexplained variance of held-out series {t['hybrid_fraction_unexplained']:.4f} "
+              f"(PCA alone {t['pca_fraction_unexplained']:.4f}) ({t['seconds']:.0f} s)")
+        return 0
     data = [s for s in (x.strip() for x in str(args.data).split(",")) if s]
-    info = train_decoder(data if len(data) > 1 else data[0], args.out, latent_dim=args.latent_dim,
-                         length=args.length, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+    info = train_decoder(data if len(data) > 1 else data[0], args.out, latent_dim=args.latent_dim or 64,
+                         length=args.length, epochs=args.epochs or 60, batch_size=args.batch_size, seed=args.seed,
                          patience=args.patience, beta=args.beta, threads=args.threads, progress=not args.quiet)
     t = info["training"]
     print(f"saved {info['out_dir']}: latent_dim={info['latent_dim']} length={info['length']} "

@@ -28,8 +28,8 @@ def make_decoder(spec: str, length: int | None = None, channels: int | None = No
 
         return auto_decoder(length=length, channels=channels, data=data, cache_dir=cache_dir)
     decoder = _make(spec, length, channels)
-    if data is None:
-        return decoder
+    if data is None or getattr(decoder, "space", None) is not None:
+        return decoder  # one that carries its own data space (a hybrid trained in it) is in its units already
     from ..space import StimulusSpace
     from .auto import as_dataset, check_channels
 

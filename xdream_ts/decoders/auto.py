@@ -120,10 +120,18 @@ def fit_data_decoder(dataset, cache_dir=None, max_components: int = MAX_COMPONEN
         dec = _load_cached(d / name, key)
         if dec is not None:
             return _stamp(dec, dataset, d / name, cached=True)
-    space = StimulusSpace.fit(dataset, margin=margin)
-    dec = PCADecoder.fit(dataset.squeeze(), n_components=max_components, variance=variance, seed=seed,
-                         space=space).with_residual(residual, residual_scale)
+    dec = fit_pca(dataset, StimulusSpace.fit(dataset, margin=margin), max_components, variance, seed, residual,
+                  residual_scale)
     return _stamp(dec, dataset, _save(dec, dirs, name, key), cached=False)
+
+
+def fit_pca(dataset, space, max_components: int = MAX_COMPONENTS, variance: float = VARIANCE, seed: int = 0,
+            residual: int = RESIDUAL, residual_scale: float = RESIDUAL_SCALE) -> PCADecoder:
+    """The auto PCA itself, uncached: fitted on ``dataset`` in ``space`` (a StimulusSpace), plus ``residual``
+    directions. Also the linear branch of the hybrid decoder (decoders/hybrid.py), so both search the same
+    PCA."""
+    return PCADecoder.fit(dataset.squeeze(), n_components=max_components, variance=variance, seed=seed,
+                          space=space).with_residual(residual, residual_scale)
 
 
 def _stamp(dec: PCADecoder, dataset, path: Path | None, cached: bool) -> PCADecoder:
@@ -171,4 +179,4 @@ def check_channels(dataset, channels) -> None:
                         "pass data with the model's channels")
 
 
-__all__ = ["fit_data_decoder", "auto_decoder", "as_dataset", "check_channels", "MAX_COMPONENTS", "VARIANCE"]
+__all__ = ["fit_data_decoder", "fit_pca", "auto_decoder", "as_dataset", "check_channels", "MAX_COMPONENTS", "VARIANCE"]

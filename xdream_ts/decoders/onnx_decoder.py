@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import UserError, require_torch
 from ..series import resample, znormalize
+from .hybrid import FORMAT as HYBRID_FORMAT  # torch-free at import, as vae.py
 
 DEFAULT_DECODER_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_decoder"
 
@@ -78,6 +79,15 @@ class OnnxDecoder:
         self.trained_length = int(self.config["length"])
         self.channels = None if self.config.get("channels") is None else int(self.config["channels"])
         self.length = int(length) if length else self.trained_length
+        # a decoder trained in a 'data' stimulus space (the hybrid, decoders/hybrid.py) outputs the data's
+        # units and its encoder takes them: no z-normalisation on either side
+        self.space = None
+        if isinstance(self.config.get("space"), dict) and self.config["space"].get("kind") == "data":
+            from ..space import StimulusSpace
+
+            self.space = StimulusSpace.from_description(self.config["space"])
+            self.normalize = False
+        self.name = str(self.config.get("name", self.name))
         if self.length < 2:
             raise UserError(f"decoder length={length} must be >= 2")
         self._encoder = None
@@ -128,7 +138,8 @@ class OnnxDecoder:
     def encode(self, series: np.ndarray) -> np.ndarray:
         """Series (n, [C,] any length) -> codes (n, d): the encoder's posterior mean (XDream's "ivt").
 
-        The series are resampled to the trained length and z-normalised first, as in training.
+        The series are resampled to the trained length and z-normalised first, as in training (kept in
+        their units for a decoder in a ``data`` space, whose encoder standardises them itself).
         """
         if not self.has_encoder:
             raise UserError(f"{self.folder} has no encoder.onnx; use xdream_ts.decoders.encode.encode("
@@ -142,7 +153,8 @@ class OnnxDecoder:
             raise UserError(f"encode: series have shape {x.shape}; this decoder expects {shape}")
         if not np.isfinite(x).all():
             raise UserError("encode: series hold NaN/inf values; remove or interpolate them first")
-        x = znormalize(resample(x, self.trained_length)).astype(np.float32)
+        x = resample(x, self.trained_length)
+        x = (x if self.space is not None else znormalize(x)).astype(np.float32)
         if self._encoder is None:
             self._encoder = self._open(self.folder / "encoder.onnx")
         name = self._encoder.get_inputs()[0].name
@@ -163,6 +175,18 @@ class OnnxDecoder:
                             "optimizer needs a decoder trained by 'xdream-ts train-decoder'")
         # a UserError, not an ImportError, without torch: encode() then falls back to CMA-ES
         torch = require_torch("a gradient through the decoder")
+        length = int(length or self.length)
+        if self.config.get("format") == HYBRID_FORMAT:
+            from .hybrid import HybridConfig, build_hybrid
+
+            if length != self.trained_length:
+                raise UserError(f"the hybrid decoder in {self.folder} was trained at length {self.trained_length}, "
+                                f"the target takes {length}; train it at the target's length for gradients")
+            model = build_hybrid(HybridConfig.from_dict(arch))
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            for p in model.parameters():
+                p.requires_grad_(False)
+            return model.eval()
 
         from .vae import VAEConfig, build_vae, resampled_module
 
@@ -173,7 +197,6 @@ class OnnxDecoder:
         dec = model.decoder.eval()
         for p in dec.parameters():
             p.requires_grad_(False)
-        length = int(length or self.length)
         if length != cfg.length:
             return resampled_module(dec, length, cfg.znorm_eps).eval()
         return dec
@@ -183,7 +206,8 @@ class OnnxDecoder:
         return {"name": self.name, "path": str(self.folder), "length": self.length,
                 "trained_length": self.trained_length, "channels": self.channels, "latent_dim": self.latent_dim,
                 "data": [d.get("source") for d in t.get("data", [])], "val_mse": t.get("val_mse"),
-                "seed": self.config.get("seed")}
+                "seed": self.config.get("seed"),
+                **({"space": self.space.describe()} if self.space is not None else {})}
 
 
 def load_default_decoder(length: int | None = None, threads: int = 1) -> OnnxDecoder:

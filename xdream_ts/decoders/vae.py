@@ -40,6 +40,9 @@ class VAEConfig:
     widths: list[int] = field(default_factory=lambda: [32, 48, 64, 64])  # encoder stages, shallow -> deep
     kernel: int = 5
     znorm_eps: float = ZNORM_EPS
+    # False: no z-normalisation at the output (the hybrid decoder's learned branch models a residual, whose
+    # amplitude carries information; decoders/hybrid.py)
+    normalize: bool = True
 
     @property
     def n_up(self) -> int:
@@ -123,6 +126,7 @@ def _classes() -> dict:
             super().__init__()
             self.univariate = cfg.channels is None
             self.eps = float(cfg.znorm_eps)
+            self.normalize = bool(cfg.normalize)
             k = cfg.kernel
             widths = list(reversed(cfg.widths))  # deep -> shallow
             self.base = (widths[0], cfg.base_length)
@@ -147,7 +151,8 @@ def _classes() -> dict:
         def raw(self, z):
             """Latents in the space the VAE was trained in -> series."""
             h = self.fc(z).reshape(z.shape[0], *self.base)
-            x = znorm(self.body(h), self.eps)
+            x = self.body(h)
+            x = znorm(x, self.eps) if self.normalize else x
             return x.squeeze(1) if self.univariate else x
 
     class ConvVAE(nn.Module):
