@@ -35,7 +35,7 @@ MAX_COMPONENTS = 64
 VARIANCE = 0.99
 RESIDUAL = 64        # directions outside the data's span (PCADecoder.with_residual says why and what they gave)
 RESIDUAL_SCALE = 2.0
-CACHE_FORMAT = "xdream_ts.auto-pca/2"  # /2: with the residual directions
+CACHE_FORMAT = "xdream_ts.auto-pca/3"  # /2: with the residual directions; /3: orthonormal for short series too
 CACHE_FOLDER = ".xdream_ts"
 
 

@@ -23,6 +23,24 @@ FORMAT = "xdream_ts.pca/1"
 MAX_FIT_SERIES = 20000  # more series than this barely move the components; fit on a seeded sample
 
 
+def _orthonormal_outside(rows: np.ndarray, span: np.ndarray, n: int, tol: float = 1e-6) -> np.ndarray:
+    """Up to ``n`` orthonormal vectors from ``rows`` in order (modified Gram-Schmidt, twice for accuracy),
+    orthogonal to the orthonormal ``span`` rows, skipping rows (nearly) dependent on those before."""
+    out = []
+    for r in rows:
+        for _ in range(2):
+            r = r - (r @ span.T) @ span
+            if out:
+                Q = np.asarray(out)
+                r = r - (r @ Q.T) @ Q
+        norm = np.linalg.norm(r)
+        if norm > tol:
+            out.append(r / norm)
+        if len(out) == n:
+            break
+    return np.asarray(out).reshape(-1, span.shape[1])
+
+
 class PCADecoder:
     """codes (n, k) -> series (n, [C,] length): ``znorm(mean + (codes * sqrt(var)) @ components)``.
 
@@ -154,6 +172,11 @@ class PCADecoder:
         if len(R) == 0:
             return self
         Q = np.linalg.qr(R.T)[0].T[:n_residual]  # Gram-Schmidt in frequency order
+        if np.abs(Q @ C.T).max() > 1e-6:
+            # Short series (ItalyPower's 24 samples, ECG200's 96): fewer of the first cosines are independent
+            # outside the span than directions asked for, and QR fills the dependent ones with arbitrary unit
+            # vectors, partly inside the span; encode() is then no exact projection. Skip the dependent ones.
+            Q = _orthonormal_outside(R, C, n_residual)
         var = np.full(len(Q), float(scale) * float(self.explained_variance_.mean()))
         meta = {**self.meta, "n_components": int(k), "n_residual": int(len(Q)), "residual_scale": float(scale)}
         return PCADecoder(np.vstack([C, Q]), self.mean_, np.concatenate([self.explained_variance_, var]),
