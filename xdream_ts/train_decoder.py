@@ -453,8 +453,11 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
               "margin": margin, "pool": int(pool), "augment": float(augment), "beta": float(beta),
               "sigma": float(sigma), "lr": float(lr), "widths": [int(w) for w in widths],
               "val_fraction": float(val_fraction)}
+    space = StimulusSpace.fit(dataset, margin=margin)
+    pca = fit_pca(dataset, space, seed=seed)  # a second; in the key, so a change of the PCA code retrains
     h = hashlib.sha256(dataset.digest().encode())
     h.update(json.dumps({"format": HYBRID_FORMAT_KEY, **params}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(pca.components_, dtype=np.float32).tobytes())
     key = h.hexdigest()[:20]
     out = Path(out_dir)
     if reuse and (out / "decoder.json").is_file() and (out / "decoder.onnx").is_file() \
@@ -466,8 +469,6 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
         if old.get("key") == key:
             return {**old, "out_dir": str(out), "reused": True}
 
-    space = StimulusSpace.fit(dataset, margin=margin)
-    pca = fit_pca(dataset, space, seed=seed)
     C, L = dataset.channels, dataset.length
     channels = C if C > 1 else None
     cfg = HybridConfig(length=L, channels=channels, pca_dim=pca.latent_dim, space_kind=space.kind,
