@@ -17,8 +17,9 @@ seeds for every method, and three noise conditions on the observed responses (no
 ``poisson:1``).
 
 Score of a run = the clean (noiseless) activation of the series the run REPORTS (``Run.reported_index``:
-the default's incumbent, judged by its mean over several presentations under noise; for cmaes and
-genetic, which keep no incumbent, the best observed response, the loop's rule). Per unit, each score is
+under noise, each optimizer's own pick: the default's incumbent, judged by its mean over several
+presentations; cmaes's last distribution mean shown (pycma's recommendation); the GA's conserved code,
+with its re-measurements; without noise, the best observed response, which is then exact). Per unit, each score is
 divided by the best clean activation any run reached on that unit in any condition (best-ever), and
 the ratios asked for are of mean normalised scores: default/cmaes and default/genetic per noise
 condition, with the per-unit ratio of clean activations (median, and on how many units the default
@@ -149,8 +150,9 @@ def write_report(path: Path, rows, args, command: str, wall: float, complete: bo
              f"- budget {args.budget} presentations per run, seeds {args.seeds}, decoder `auto` without data (the "
              f"shipped prior); wall time {wall / 60:.1f} min{'' if complete else '; INCOMPLETE (interrupted)'}",
              f"- units ({len(units)}): " + ", ".join(f"{m}: `{u}`" for m, u in units), "",
-             "Score = clean activation of the series each run reports (default: its incumbent by mean response; "
-             "cmaes, genetic: their best observed response) / the best clean activation any run reached on that unit. "
+             "Score = clean activation of the series each run reports (under noise each optimizer's own pick: the "
+             "default's incumbent by mean response, cmaes's last distribution mean shown, the GA's conserved code; "
+             "without noise the best observed) / the best clean activation any run reached on that unit. "
              "Mean over units x seeds, +- its standard error. Ratios: of the mean scores (the issue's metric), and "
              "the median over units of the per-unit ratio of mean clean activations. Poisson rows of logits are "
              "left out (a Poisson count of a rectified response cannot see a logit below 0; they are in the JSON).",

@@ -403,8 +403,9 @@ def write_report(path: Path, args, mode: dict, problem, results, best_ever, unco
         f"- wall time {seconds / 60:.1f} min; windowed scoring max |diff| vs full model: {window_err:.2g}",
     ] + ([f"- {reuse_note}"] if reuse_note else []) + [
         "",
-        "Score = clean activation of the series a run reports as its best (the incumbent by mean response "
-        "for `default`, else the best observed response), divided by the best activation any method reached "
+        "Score = clean activation of the series a run reports as its best (under noise the optimizer's own pick "
+        "when it keeps one: the default's incumbent by mean response, cmaes's last mean shown, the GA's conserved "
+        "code; else the best observed response), divided by the best activation any method reached "
         "on that unit in this stimulus space (all runs here + gradient ascent on the latent code). "
         "`unconstrained` divides by gradient ascent on the raw z-normalised series instead. "
         "Mean over units and seeds; +- is the standard error over units x seeds.",

@@ -34,7 +34,7 @@ class _Crash(Exception):
     pass
 
 
-def _interrupted(run_kwargs, store, at_generation: int):
+def interrupted_and_resumed(run_kwargs, store, at_generation: int):
     """The same run (same budget: the default's step decay follows it) killed after ``at_generation``
     generations, as a crash would stop it, then resumed from its store."""
     def crash(generation, presentations, best):
@@ -45,7 +45,7 @@ def _interrupted(run_kwargs, store, at_generation: int):
     return xdream_ts.run(**run_kwargs, store=store, resume=True)
 
 
-def _same(a, b):
+def assert_same_run(a, b):
     np.testing.assert_array_equal(a.codes, b.codes)
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.objective, b.objective)
@@ -61,7 +61,7 @@ def test_resume_of_the_default_is_bit_identical(tmp_path, noise):
                                                    noise_seed=3), optimizer="default", budget=1200, seed=5,
               progress=False)
     whole = xdream_ts.run(**kw, store=tmp_path / "a.zarr")
-    _same(whole, _interrupted(kw, tmp_path / "b.zarr", at_generation=13))
+    assert_same_run(whole, interrupted_and_resumed(kw, tmp_path / "b.zarr", at_generation=13))
 
 
 def _tiny_data(tmp_path, L=48, n=120):
@@ -104,4 +104,4 @@ def test_resume_of_the_default_from_data_and_under_plausibility_is_bit_identical
               **({"plausible": plausible} if plausible else {}))
     whole = xdream_ts.run(**kw, store=tmp_path / "a.zarr")
     assert "init_info" in whole.config
-    _same(whole, _interrupted(kw, tmp_path / "b.zarr", at_generation=7))
+    assert_same_run(whole, interrupted_and_resumed(kw, tmp_path / "b.zarr", at_generation=7))

@@ -100,8 +100,8 @@ class Run:
     @property
     def reported_index(self) -> tuple[int, int]:
         """(generation, member) of the series this run reports: the optimizer's incumbent when it keeps one
-        (``default`` under noise: its mean over several presentations, not one lucky response), else the
-        best observed series."""
+        (under noise: the default's by its mean over several presentations, cmaes's last mean shown, the
+        GA's conserved code; never one lucky response), else the best observed series."""
         if self.config.get("plausible"):  # a plausible run reports its best feasible stimulus (issue 16)
             from .plausible import reported_index
             return reported_index(self)
@@ -127,8 +127,9 @@ class Run:
 
     @property
     def incumbent(self) -> dict | None:
-        """The optimizer's own pick (noisy runs of ``default``): where it was shown, its mean response over
-        ``measurements`` presentations, and its clean response when the scorer knows it. None otherwise."""
+        """The optimizer's own pick (noisy runs of default, cmaes, genetic): where it was shown, its mean
+        response over ``measurements`` presentations, and its clean response when the scorer knows it. None
+        otherwise."""
         rec = (self.attrs or {}).get("incumbent")
         if not rec:
             return None
@@ -555,9 +556,9 @@ def prepare(built, decoder, optimizer, optimizer_params: dict | None, config: di
 
 
 def _incumbent_record(optimizer, result: Run) -> dict | None:
-    """Where the optimizer's own pick of the best (mean response over several measurements, ``default``
-    under noise) was shown, with its mean and count. Under noise the best *observed* response is a lucky
-    draw; this is the series to report. None when the optimizer keeps no incumbent."""
+    """Where the optimizer's own pick of the best (under noise: default, cmaes, genetic) was shown, with its
+    mean and count. Under noise the best *observed* response is a lucky draw; this is the series to report.
+    None when the optimizer keeps no incumbent."""
     inc = optimizer.incumbent() if isinstance(optimizer, KeepsIncumbent) else None
     if inc is None:
         return None

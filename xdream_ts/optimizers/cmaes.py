@@ -20,6 +20,14 @@ pycma maximises nothing and pickles everything, so this wrapper adds three thing
   contract test checks it). A digest of the pending codes detects a replay that went elsewhere
   (another pycma or BLAS) and warns. Replay costs what pycma's own updates cost so far, e.g. about
   5 s after 150 generations at d = 500 (experiments/results/optimizers.md has the measurements).
+
+Under noise (``noisy=True``, which the loop sets for noisy scorers) the series to report is pycma's own
+recommendation, ``es.result.xfavorite`` (the distribution mean, which pycma documents as the best
+available estimate), not the best observed response: that one is the luckiest draw of thousands
+(issue 19). A recommendation is only worth reporting if it was shown, so every generation shows the
+current mean as its last member: pycma samples ``population_size - 1`` codes and is told only theirs
+(the mean is not a sample of its distribution and must not enter its update); ``incumbent()`` is the
+last mean shown, with its one response. Not selected by its score, that response is unbiased.
 """
 from __future__ import annotations
 
@@ -58,8 +66,8 @@ class CMAES(BaseOptimizer):
     bounds       None, or (lower, upper): scalars or length-``dim`` sequences (pycma's BoundTransform)
     init         start mean: the first row of ``init`` (e.g. an encoded real series), else zeros
     cma_options  further pycma options (JSON-able values), e.g. {"CMA_diagonal": True} for large dim
-    noisy        recorded only: CMA-ES uses ranks and recombines many samples, which already averages
-                 noise; repeated presentations are the loop's ``repeats``
+    noisy        show the distribution mean as the last member of every generation and report it (see the
+                 module doc); repeated presentations are the loop's ``repeats``
     """
 
     name = "cmaes"
@@ -86,8 +94,12 @@ class CMAES(BaseOptimizer):
         if bounds is not None:  # pycma refuses a start outside the box
             mean0 = np.clip(mean0, lo_a, hi_a)
         self.noisy = bool(noisy)
+        if self.noisy and int(population_size) < 5:
+            raise UserError(f"cmaes: under noise population_size must be >= 5 (4 samples and the mean), "
+                            f"got {population_size}")
         self._config = {"population_size": int(population_size), "sigma0": float(sigma0), "bounds": bounds,
-                        "cma_options": copy.deepcopy(cma_options) or {}, "mean0": mean0.copy()}
+                        "cma_options": copy.deepcopy(cma_options) or {}, "mean0": mean0.copy(),
+                        "show_mean": self.noisy}
         self._rng0 = copy.deepcopy(rng_state(self.rng))
         self._start()
 
@@ -102,19 +114,30 @@ class CMAES(BaseOptimizer):
     def _start(self) -> None:
         import cma  # pycma: imported when a CMAES is built, not with the package
         c = self._config
+        # stores written before show_mean existed have no key: they did not show the mean
+        self._show_mean = bool(c.get("show_mean", False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pycma warns about ignored defaults on construction
             self.es = cma.CMAEvolutionStrategy(
                 c["mean0"].copy(), c["sigma0"],
-                _pycma_options(c["population_size"], c["bounds"], self._randn, c["cma_options"]))
+                _pycma_options(c["population_size"] - self._show_mean, c["bounds"], self._randn, c["cma_options"]))
         self._told: list[np.ndarray] = []
+        self._shown_mean: tuple[np.ndarray, float] | None = None  # (code, response) of the last mean shown
         self._pending = self._ask()
 
     def _ask(self) -> np.ndarray:
-        return np.array(self.es.ask(), dtype=np.float64)
+        codes = np.array(self.es.ask(), dtype=np.float64)
+        if self._show_mean:
+            codes = np.concatenate([codes, np.asarray(self.es.result.xfavorite, dtype=np.float64)[None]])
+        return codes
 
     def _apply(self, scores: np.ndarray) -> None:
         """One generation's update; shared by tell and replay, so both take the same path."""
+        samples = self._pending
+        if self._show_mean:
+            if np.isfinite(scores[-1]):
+                self._shown_mean = (samples[-1].copy(), float(scores[-1]))
+            samples, scores = samples[:-1], scores[:-1]
         ok = np.isfinite(scores)
         if not ok.any():
             return  # nothing was measured: ask the same codes again
@@ -122,7 +145,7 @@ class CMAES(BaseOptimizer):
         loss[~ok] = loss[ok].max()  # a missing response ranks with the worst one measured
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.es.tell(list(self._pending), loss.tolist())
+            self.es.tell(list(samples), loss.tolist())
         self._pending = self._ask()
 
     # ---- ask/tell ---------------------------------------------------------------------------------
@@ -133,6 +156,14 @@ class CMAES(BaseOptimizer):
         scores = self._check_tell(np.asarray(codes), scores, self._pending)
         self._told.append(scores.copy())
         self._apply(scores.copy())
+
+    def incumbent(self) -> tuple[np.ndarray, float, int] | None:
+        """Under noise: (the last distribution mean shown, its response, 1); None without noise, where the
+        best observed response is exact and is what the run reports."""
+        if self._shown_mean is None:
+            return None
+        code, y = self._shown_mean
+        return code.copy(), y, 1
 
     @property
     def mean(self) -> np.ndarray:
@@ -170,4 +201,4 @@ class CMAES(BaseOptimizer):
         c = self._config
         return {**super().describe(), "population_size": c["population_size"], "sigma0": c["sigma0"],
                 "bounds": c["bounds"], "cma_options": c["cma_options"], "noisy": self.noisy,
-                "start_mean_norm": float(np.linalg.norm(c["mean0"]))}
+                "shows_mean": self._show_mean, "start_mean_norm": float(np.linalg.norm(c["mean0"]))}

@@ -16,8 +16,16 @@ One generation, given scores y of the current population (NaN = no response):
   - each component of the child, independently with probability ``mutation_rate``, gets N(0, mutation_size)
     added.
 Defaults are the published ones: population 20, mutation rate 0.5, mutation size 0.5, selectivity 2,
-heritability 0.5, n_conserve 0. The initial population is standard normal (a N(0, I) latent prior); start
-codes fewer than the population are completed with their mutated offspring under equal fitness.
+heritability 0.5, n_conserve 0 (1 under noise, see below). The initial population is standard normal (a
+N(0, I) latent prior); start codes fewer than the population are completed with their mutated offspring
+under equal fitness.
+
+Under noise (``noisy=True``, which the loop sets for noisy scorers) the GA is XDream's recording set-up:
+``n_conserve`` = 1, so the best code of each generation is shown again, unchanged, in the next one. Its
+new response there was not what selected it, so it is an honest measurement; while a code stays the
+conserved one its measurements accumulate. ``incumbent()`` is the conserved code of the last generation
+shown, with the mean of those measurements: the series a GA user would be handed, and never the
+luckiest single response of the run (issue 19).
 """
 from __future__ import annotations
 
@@ -61,17 +69,21 @@ def selection_probabilities(scores: np.ndarray, selectivity: float) -> np.ndarra
 
 class Genetic(BaseOptimizer):
     name = "genetic"
-    _state_keys = ("population",)
+    _state_keys = ("population", "conserved", "elite_code", "elite_sum", "elite_n")
 
     # n_conserve = 0 by default. XDream's class and its in-silico (CNN) demo use 0, its recording
-    # experiment 1. This package scores model units, the in-silico setting; with a noiseless scorer a
-    # conserved code would be shown again only to repeat its score, spending 1 presentation in 20. Pass
-    # n_conserve=1 for the recording set-up.
+    # experiment 1. Without noise (a model unit, the in-silico setting) a conserved code would be shown
+    # again only to repeat its score, spending 1 presentation in 20. Under noise (a neuron, a rig, a noisy
+    # scorer) it is the recording set-up, and the re-shown code is what the run reports.
     def __init__(self, dim: int, seed: int | None = None, population_size: int = 20, mutation_rate: float = 0.5,
                  mutation_size: float = 0.5, selectivity: float = 2.0, heritability: float = 0.5,
-                 n_conserve: int = 0, init: np.ndarray | None = None, init_scale: float = 1.0):
+                 n_conserve: int | None = None, init: np.ndarray | None = None, init_scale: float = 1.0,
+                 noisy: bool = False):
         super().__init__(dim, seed)
         from ..errors import UserError
+        self.noisy = bool(noisy)
+        if n_conserve is None:
+            n_conserve = 1 if self.noisy else 0
         if not 0 <= mutation_rate <= 1:
             raise UserError(f"genetic: mutation_rate must be in [0, 1], got {mutation_rate}")
         if mutation_size <= 0 or selectivity <= 0:
@@ -88,6 +100,14 @@ class Genetic(BaseOptimizer):
         self.n_conserve = int(n_conserve)
         self.init_scale = float(init_scale)
         self.population = self._initial_population(init)
+        self.conserved = np.zeros(0)  # the code tell() put first in the population, to be shown again
+        # the conserved code shown in the last generation told, and its responses as the conserved code
+        self.elite_code, self.elite_sum, self.elite_n = np.zeros(0), 0.0, 0
+
+    def load_state_dict(self, state: dict) -> None:
+        # stores written before the GA reported its conserved code have none: it starts empty
+        super().load_state_dict({"conserved": np.zeros(0), "elite_code": np.zeros(0), "elite_sum": 0.0,
+                                 "elite_n": 0, **state})
 
     def _initial_population(self, init: np.ndarray | None) -> np.ndarray:
         if init is None:
@@ -120,6 +140,12 @@ class Genetic(BaseOptimizer):
 
     def tell(self, codes: np.ndarray, scores: np.ndarray) -> None:
         scores = self._check_tell(codes, scores, self.population)
+        if len(self.conserved) and np.isfinite(scores[0]) and np.array_equal(codes[0], self.conserved):
+            # the conserved code's new response: accumulate while it stays the same code
+            if not np.array_equal(self.elite_code, codes[0]):
+                self.elite_code, self.elite_sum, self.elite_n = codes[0].copy(), 0.0, 0
+            self.elite_sum += float(scores[0])
+            self.elite_n += 1
         size = self.population_size
         new = np.empty((size, self.dim))
         missing = np.isnan(scores)
@@ -141,9 +167,18 @@ class Genetic(BaseOptimizer):
             if n_children > 0:
                 children = self._mate(ranked, fitness, n_children)
                 new[self.n_conserve:self.n_conserve + n_children] = self._mutate(children)
+            if self.n_conserve:
+                self.conserved = new[0].copy()
         self.population = new
+
+    def incumbent(self) -> tuple[np.ndarray, float, int] | None:
+        """Under noise: (the conserved code last shown, its mean response as the conserved code, the number
+        of those responses); None without noise, where the best observed response is exact."""
+        if not self.noisy or self.elite_n == 0:
+            return None
+        return self.elite_code.copy(), self.elite_sum / self.elite_n, int(self.elite_n)
 
     def describe(self) -> dict:
         return {**super().describe(), "population_size": self.population_size, "mutation_rate": self.mutation_rate,
                 "mutation_size": self.mutation_size, "selectivity": self.selectivity,
-                "heritability": self.heritability, "n_conserve": self.n_conserve}
+                "heritability": self.heritability, "n_conserve": self.n_conserve, "noisy": self.noisy}
