@@ -142,6 +142,20 @@ def test_default_starts_around_a_given_code():
     assert np.all(codes[:, 0] / 3.0 > np.cos(1.5))  # within the first steps' angle of the start
 
 
+def test_default_searches_a_sphere_twice_the_start_norm_and_shows_the_start_as_it_is():
+    init = np.zeros((2, 16))
+    init[0, 0], init[1, 1] = 3.0, 2.0
+    opt = make_optimizer("default", 16, seed=0, init=init)
+    assert opt.radius == pytest.approx(6.0)
+    codes = opt.ask()
+    np.testing.assert_array_equal(codes[-1], init[0])  # the start codes as given, the best last
+    np.testing.assert_array_equal(codes[-2], init[1])
+    np.testing.assert_allclose(np.linalg.norm(codes[:-2], axis=1), 6.0, rtol=1e-9)
+    assert make_optimizer("default", 16, seed=0, init=init, start_radius_scale=1.0).radius == pytest.approx(3.0)
+    with pytest.raises(UserError, match="start_radius_scale"):
+        make_optimizer("default", 16, init=init, start_radius_scale=0)
+
+
 def _best_clean(name, seed, budget=1500, noise_sigma=None):
     neuron = SimulatedNeuron(length=200, seed=seed)
     decoder = BasisDecoder(200, n_basis=32)

@@ -142,6 +142,9 @@ def test_plausible_run_on_a_tiny_model_rescored_independently(tmp_path, capsys):
     assert threshold == pytest.approx(p["threshold"], rel=1e-4)
     assert logit[0, 0] == pytest.approx(p["reported"]["activation"], rel=1e-5)
     assert logit[0, 0] > real_logits[:, 0].max()  # beats the best real series, and stays plausible
+    # the default searched the sphere through its start (the feasible region is the data's), not twice it
+    start = r.codes[0, -1]
+    assert r.config["optimizer"]["radius"] == pytest.approx(float(np.linalg.norm(start)))
     # and show --plausibility, which refits from the run's recorded reference series, agrees
     again = json.loads(_run(["show", out_dir, "--json", "--plausibility"], capsys)[1])["plausibility"]
     assert again["best_distance"] == pytest.approx(p["best_distance"], rel=1e-6)

@@ -377,10 +377,15 @@ def start_codes(scorer: PlausibleScorer, decoder, optimizer, params: dict, seed:
     (params, init_info or None); a start the caller chose is kept."""
 
     from .decoders.encode import initial_codes
-    from .optimizers import takes_start_codes
+    from .optimizers import takes, takes_start_codes
 
     if not takes_start_codes(optimizer):
         return params, None
+    if takes(optimizer, "start_radius_scale"):
+        # the default searches a sphere twice the start's norm, away from typical series; here the feasible
+        # region is the data's (in whitened codes the norm grows with the distance to the data): keep the
+        # sphere through the start, unless the caller chose otherwise
+        params = {"start_radius_scale": 1.0, **params}
     X, values = scorer.reference_series, scorer.reference_values
     n = max(1, min(START_N, int(np.isfinite(values).sum())))
     # the decoder's own shape: (n, L) real series for a decoder that writes (n, 1, L), or back

@@ -42,9 +42,14 @@ def optimizer_class(name: str):
     return getattr(mod, cls)
 
 
+def takes(optimizer, parameter: str) -> bool:
+    """Whether an optimizer given by name takes ``parameter``."""
+    return isinstance(optimizer, str) and parameter in inspect.signature(optimizer_class(optimizer).__init__).parameters
+
+
 def takes_start_codes(optimizer) -> bool:
     """Whether an optimizer given by name can start from given codes (an ``init`` parameter)."""
-    return isinstance(optimizer, str) and "init" in inspect.signature(optimizer_class(optimizer).__init__).parameters
+    return takes(optimizer, "init")
 
 
 def make_optimizer(name: str, dim: int, seed: int | None = None, noisy: bool = False,
