@@ -386,7 +386,7 @@ def _version() -> str:
 
 
 # ----------------------------------------------------------------------------------- hybrid decoder
-HYBRID_FORMAT_KEY = "xdream_ts.train-hybrid/1"  # bump when the training changes what a folder holds
+HYBRID_FORMAT_KEY = "xdream_ts.train-hybrid/3"  # bump when the training changes what a folder holds
 HYBRID_LATENT = 16
 HYBRID_WIDTHS = (32, 32, 32)
 
@@ -410,7 +410,7 @@ def load_hybrid_data(data, length: int | None = None):
 
 def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length: int | None = None,
                          epochs: int = 40, batch_size: int = 64, seed: int = 0, margin: float | None = None,
-                         pool: int = 2048, augment: float = 0.8, beta: float = 1.0, sigma: float = 0.3,
+                         pool: int = 2048, augment: float = 0.8, learned_scale: float = 1.0, beta: float = 1.0, sigma: float = 0.3,
                          lr: float = 2e-3, widths=HYBRID_WIDTHS, val_fraction: float = 0.1, threads: int | None = 1,
                          progress: bool = True, reuse: bool = True, verify: bool = True) -> dict:
     """Train the hybrid decoder (``xdream_ts.decoders.hybrid``: the auto PCA + a learned residual branch)
@@ -420,6 +420,7 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
     data: a path (any format ``load_dataset`` reads; TRAIN split of a folder), an array or a Dataset.
     length: the model's length (the data are resampled to it); default the data's. Any length, any channels.
     latent_dim: size of the learned part of the code (the PCA part's size is the data's: components + 64).
+    learned_scale: the learned branch's output is ``learned_scale`` times the residuals' RMS it was trained at.
     margin: the data space's range margin (default ``xdream_ts.space.MARGIN``).
     pool, augment: the branch trains on ``pool`` random crop-and-stretch copies (crop fraction in
         [augment, 1]) of the training series, seeded: time shifts and warps are what a linear span holds
@@ -436,7 +437,7 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
     import hashlib
 
     from .decoders.auto import fit_pca
-    from .decoders.hybrid import FORMAT, HybridConfig, build_hybrid, pca_buffers
+    from .decoders.hybrid import FORMAT, HybridConfig, build_hybrid, pca_buffers, residual
     from .decoders.vae import calibrate_prior, vae_loss
     from .space import MARGIN, StimulusSpace
 
@@ -451,7 +452,8 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
     margin = MARGIN if margin is None else float(margin)
     params = {"latent_dim": int(latent_dim), "epochs": int(epochs), "batch_size": int(batch_size), "seed": int(seed),
               "margin": margin, "pool": int(pool), "augment": float(augment), "beta": float(beta),
-              "sigma": float(sigma), "lr": float(lr), "widths": [int(w) for w in widths],
+              "sigma": float(sigma), "lr": float(lr), "learned_scale": float(learned_scale),
+              "widths": [int(w) for w in widths],
               "val_fraction": float(val_fraction)}
     space = StimulusSpace.fit(dataset, margin=margin)
     pca = fit_pca(dataset, space, seed=seed)  # a second; in the key, so a change of the PCA code retrains
@@ -471,16 +473,11 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
 
     C, L = dataset.channels, dataset.length
     channels = C if C > 1 else None
-    cfg = HybridConfig(length=L, channels=channels, pca_dim=pca.latent_dim, space_kind=space.kind,
+    n_comp = int(pca.meta.get("n_components", pca.latent_dim))
+    cfg = HybridConfig(length=L, channels=channels, pca_dim=pca.latent_dim, n_components=n_comp, space_kind=space.kind,
                        learned=HybridConfig.branch(latent_dim, L, C, widths).to_dict())
     Lp = cfg.vae.length
     buf = pca_buffers(pca, space)
-
-    def residual(Z):
-        """(n, C, L) standardised -> what the PCA branch leaves, (n, C, L)."""
-        f = Z.reshape(len(Z), -1)
-        a = (f - buf["b"]) @ buf["P"]
-        return (f - (a @ buf["W"] + buf["b"])).reshape(Z.shape)
 
     rng = np.random.default_rng(seed)
     Z = space.to_standard(dataset.X.astype(np.float64))  # (n, C, L), the units both branches work in
@@ -491,7 +488,7 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
     A_train = _augment(Z[rng.choice(train_idx, pool)].astype(np.float32), rng, augment, znorm).astype(np.float64)
     A_val = _augment(Z[rng.choice(val_idx, max(64, pool // 8))].astype(np.float32), rng, augment, znorm)
     A_val = A_val.astype(np.float64)
-    R_train, R_val = residual(A_train), residual(A_val)
+    R_train, R_val = residual(A_train, buf, n_comp), residual(A_val, buf, n_comp)
     gain = float(max(np.sqrt(np.mean(R_train ** 2)), 1e-6))
 
     def padded(R):
@@ -505,7 +502,9 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
     try:
         torch.manual_seed(seed)
         model = build_hybrid(cfg, pca, space)
-        model.gain.fill_(gain)
+        # learned_scale > 1 widens what the learned part reaches beyond the residuals' size; the encoder divides
+        # by the same gain, so it stays the branch's inverse
+        model.gain.fill_(gain * float(learned_scale))
         vae = model.vae
         opt = torch.optim.Adam(vae.parameters(), lr=lr)
         steps = max(1, len(X_train) // batch_size)
@@ -546,7 +545,7 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
             Vs = model(model.encode(V)).numpy().astype(np.float64)
         Vs = space.to_standard(Vs if channels else Vs[:, None])
         ss = float(np.mean((A_val - A_val.mean(axis=0)) ** 2))
-        fit = {"pca_fraction_unexplained": float(np.mean(R_val ** 2) / ss),
+        fit = {"pca_fraction_unexplained": float(np.mean(residual(A_val, buf, pca.latent_dim) ** 2) / ss),
                "hybrid_fraction_unexplained": float(np.mean((Vs - A_val) ** 2) / ss)}
 
         out.mkdir(parents=True, exist_ok=True)

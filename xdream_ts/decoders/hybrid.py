@@ -8,9 +8,11 @@ the data (its posterior did not collapse). So the learned decoder keeps that sea
 
 - ``PCA``: the ``auto`` decoder's linear map (``decoders/auto.py:fit_pca``: whitened PCA, 99 % variance,
   cap 64, plus 64 low-frequency directions outside the data's span), in the space's standard units;
-- ``vae``: a small conv VAE decoder (``decoders/vae.py``, no output normalisation) trained on what the PCA
-  leaves of time-warped real series (``train_decoder.train_hybrid_decoder``): the shifts, warps and detail
-  a linear span cannot hold. ``- vae(0)`` makes a learned part of 0 add nothing, so the search space
+- ``vae``: a small conv VAE decoder (``decoders/vae.py``, no output normalisation) trained on what the
+  data's principal components leave of time-warped real series (``train_decoder.train_hybrid_decoder``):
+  the shifts, warps and detail their span cannot hold. Not what the residual directions leave: where
+  the PCA part spans every dimension (a 64-sample series) nothing would be left to learn, while the
+  branch's nonlinear shapes are what it adds to the search even inside that span. ``- vae(0)`` makes a learned part of 0 add nothing, so the search space
   contains the PCA's exactly; ``gain`` is the residuals' RMS (the VAE trains on unit-scale residuals, else
   its KL term would swamp a reconstruction loss of residuals that small); its output is computed at the
   length rounded up to a multiple of 2**stages and cropped, so any length works;
@@ -18,8 +20,9 @@ the data (its posterior did not collapse). So the learned decoder keeps that sea
   channel (``znorm``), or ``loc + scale * x`` clipped to the data's range with its margin per channel
   (``data``), the same rule ``StimulusSpace.from_standard`` applies.
 
-The encoder inverts it: the PCA part is PCA's exact projection, the learned part the VAE's posterior
-mean of the residual, so real series (``auto``'s start from the data) decode back closer than by PCA.
+The encoder inverts it: the learned part is the VAE's posterior mean of what the components leave, the
+PCA part the projection of what the branch then does not give; so a real series (``auto``'s start from
+the data) decodes back exactly within the PCA part's span.
 
 This module holds the torch modules only (torch imported inside functions); the search path runs the
 ONNX export through ``OnnxDecoder``, which reads the space from decoder.json.
@@ -46,6 +49,7 @@ class HybridConfig:
     length: int
     channels: int | None  # None: univariate series (n, L); else (n, C, L)
     pca_dim: int  # PCA components + residual directions: the code's first pca_dim entries
+    n_components: int  # of which the data's principal components (the learned branch models what they leave)
     learned: dict  # the branch's VAEConfig (channels >= 1, length padded, normalize False)
     space_kind: str = "znorm"
 
@@ -99,8 +103,7 @@ def build_hybrid(cfg: HybridConfig, pca=None, space=None):
         def forward(self, code):
             """Codes (n, k + m) -> series (n, [C,] L) in the stimulus space."""
             a, c = code[:, :self.k], code[:, self.k:]
-            learned = self.vae.decoder(c) - self.vae.decoder(torch.zeros_like(c))
-            x = self.linear(a) + self.gain * learned[..., :L]
+            x = self.linear(a) + self.learned(c).reshape(-1, C, L)
             if self.znorm:
                 x = x - x.mean(dim=-1, keepdim=True)
                 x = x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + EPS)
@@ -108,19 +111,27 @@ def build_hybrid(cfg: HybridConfig, pca=None, space=None):
                 x = torch.maximum(torch.minimum(x * self.scale + self.loc, self.high), self.low)
             return x.squeeze(1) if self.univariate else x
 
+        def learned(self, c):
+            """The learned branch, flattened (n, C*L): 0 at c = 0."""
+            g = self.gain * (self.vae.decoder(c) - self.vae.decoder(torch.zeros_like(c)))[..., :L]
+            return g.reshape(c.shape[0], D)
+
         def encode(self, x):
-            """Series (n, [C,] L) in the stimulus space -> codes: PCA's projection, the VAE's posterior mean
-            of the residual PCA leaves."""
+            """Series (n, [C,] L) in the stimulus space -> codes: the principal components' projection, the
+            VAE's posterior mean of what they leave, and the residual directions' projection of what the
+            branch then misses (so a series inside the PCA's span decodes back exactly)."""
             x = x.unsqueeze(1) if self.univariate else x
             if self.znorm:
                 x = x - x.mean(dim=-1, keepdim=True)
                 z = x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + EPS)
             else:
                 z = (x - self.loc) / self.scale
-            a = (z.reshape(z.shape[0], D) - self.b) @ self.P
-            r = (z - self.linear(a)) / self.gain
-            r = nn.functional.pad(r, (0, cfg.vae.length - L))
-            return torch.cat([a, self.vae.encoder.code(r)], dim=1)
+            k = int(cfg.n_components)
+            f = z.reshape(z.shape[0], D) - self.b
+            r = f - (f @ self.P[:, :k]) @ self.W[:k]  # what the principal components leave
+            c = self.vae.encoder.code(nn.functional.pad((r / self.gain).reshape(-1, C, L), (0, cfg.vae.length - L)))
+            # the linear part: the projection of what the branch does not give, onto the whole PCA part
+            return torch.cat([(f - self.learned(c)) @ self.P, c], dim=1)
 
     model = Hybrid()
     if pca is not None:
@@ -145,6 +156,14 @@ def pca_buffers(pca, space) -> dict:
     return out
 
 
+def residual(Z: np.ndarray, buffers: dict, n_components: int) -> np.ndarray:
+    """(n, C, L) standardised series -> what the data's ``n_components`` principal components leave of
+    them (the learned branch's training target): numpy, with ``pca_buffers``' arrays."""
+    f = Z.reshape(len(Z), -1) - buffers["b"]
+    a = f @ buffers["P"][:, :n_components]
+    return (f - a @ buffers["W"][:n_components]).reshape(Z.shape)
+
+
 def set_linear(model, pca, space) -> None:
     import torch
 
@@ -153,4 +172,4 @@ def set_linear(model, pca, space) -> None:
         buf.copy_(torch.as_tensor(np.asarray(v, np.float64).reshape(buf.shape), dtype=torch.float32))
 
 
-__all__ = ["FORMAT", "HybridConfig", "build_hybrid", "pca_buffers", "set_linear"]
+__all__ = ["FORMAT", "HybridConfig", "build_hybrid", "pca_buffers", "residual", "set_linear"]
