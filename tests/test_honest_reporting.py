@@ -1,6 +1,8 @@
 """Under noise every optimizer reports the series it would hand a user, never the luckiest single response
-(issue 19, item 4): cmaes its distribution mean (pycma's recommendation), shown in every generation;
-XDream's GA the code it conserves (its recording set-up, n_conserve = 1), with its re-measurements."""
+(issue 19, item 4): cmaes its distribution mean (pycma's recommendation), NES and FDGD their centre, ng:NAME
+nevergrad's recommendation, each shown as the last member of every generation; XDream's GA the code it
+conserves (its recording set-up, n_conserve = 1), with its re-measurements. Random search has no pick
+but its best observed response."""
 import numpy as np
 import pytest
 
@@ -39,6 +41,28 @@ def test_cmaes_under_noise_shows_its_mean_last_and_reports_it():
     assert quiet.incumbent() is None and quiet.es.countevals == 10
 
 
+@pytest.mark.parametrize("name", ["nes", "fdgd", "ng:TBPSA"])
+def test_centre_and_recommendation_are_shown_last_and_do_not_move_the_update(name):
+    rng = np.random.default_rng(4)
+    a, b = (make_optimizer(name, 6, seed=2, population_size=10, noisy=True) for _ in range(2))
+    codes = a.ask()
+    np.testing.assert_array_equal(codes, b.ask())
+    s = rng.standard_normal(len(codes))
+    a.tell(codes, s)
+    b.tell(codes, np.r_[s[:-1], 1e6])  # another response for the pick only
+    np.testing.assert_array_equal(a.ask(), b.ask())
+    code, y, n = a.incumbent()
+    np.testing.assert_array_equal(code, codes[-1])
+    assert (y, n) == (s[-1], 1)
+    if name in ("nes", "fdgd"):  # their centre: the antithetic pairs lie around it
+        nxt = a.ask()
+        assert len(nxt) == 11 and np.abs(nxt[-1]).sum() > 0
+        np.testing.assert_allclose(nxt[:5] + nxt[5:10], np.broadcast_to(2 * nxt[-1], (5, 6)))
+    quiet = make_optimizer(name, 6, seed=2, population_size=10)
+    quiet.tell(quiet.ask(), rng.standard_normal(10))
+    assert quiet.incumbent() is None
+
+
 def test_genetic_under_noise_conserves_one_code_and_reports_its_re_measurements():
     opt = make_optimizer("genetic", 5, seed=0, noisy=True)
     assert opt.n_conserve == 1 and make_optimizer("genetic", 5, seed=0).n_conserve == 0
@@ -72,7 +96,7 @@ def test_genetic_under_noise_conserves_one_code_and_reports_its_re_measurements(
     assert (mean, n) == (3.0, 1)
 
 
-@pytest.mark.parametrize("optimizer", ["cmaes", "genetic"])
+@pytest.mark.parametrize("optimizer", ["cmaes", "genetic", "nes", "fdgd"])
 def test_a_noisy_run_reports_the_optimizers_pick_not_the_luckiest_response(optimizer):
     spec = TargetSpec(kind="simulated", length=64, neuron_seed=2, noise="gain:0.5", noise_seed=2)
     r = xdream_ts.run("basis:8", spec, optimizer, budget=800, seed=1, progress=False)
@@ -87,7 +111,7 @@ def test_a_noisy_run_reports_the_optimizers_pick_not_the_luckiest_response(optim
     assert np.nanmax(r.objective) > r.clean_objective[g, p]
 
 
-@pytest.mark.parametrize("optimizer", ["cmaes", "genetic"])
+@pytest.mark.parametrize("optimizer", ["cmaes", "genetic", "nes", "fdgd", "ng:TBPSA"])
 def test_resume_under_noise_is_bit_identical(tmp_path, optimizer):
     kw = dict(decoder="basis:8", scorer=TargetSpec(kind="simulated", length=64, neuron_seed=1, noise="poisson:1",
                                                    noise_seed=3), optimizer=optimizer, budget=600, seed=5,

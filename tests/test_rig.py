@@ -17,6 +17,7 @@ import pytest
 import zarr
 
 import xdream_ts
+from xdream_ts.optimizers import make_optimizer
 from xdream_ts.adapters.simulated import SimulatedNeuron
 from xdream_ts.decoders import make_decoder
 from xdream_ts.errors import UserError
@@ -65,8 +66,10 @@ def test_rig_search_writes_the_same_run_as_the_loop(tmp_path):
     search = RigSearch(_config(tmp_path, budget=190))
     _answer_all(search, neuron, np.random.default_rng(0))
     rig = xdream_ts.load_run(tmp_path / "rig.zarr")
-    loop = xdream_ts.run(make_decoder("basis:6", length=L), neuron, "genetic", budget=190, repeats=2, seed=3,
-                         progress=False)
+    # the rig treats its responses as noisy (a measured neuron): the GA in its recording set-up
+    decoder = make_decoder("basis:6", length=L)
+    genetic = make_optimizer("genetic", decoder.latent_dim, seed=3, noisy=True)
+    loop = xdream_ts.run(decoder, neuron, genetic, budget=190, repeats=2, seed=3, progress=False)
     assert rig.complete and rig.presentations == loop.presentations == 190
     assert list(rig.n_evaluated) == list(loop.n_evaluated) == [20, 20, 20, 20, 15]
     np.testing.assert_allclose(rig.codes, loop.codes, atol=1e-12)

@@ -51,3 +51,33 @@ class BaseOptimizer:
         if expected is not None and (codes.shape != expected.shape or not np.array_equal(codes, expected)):
             raise ValueError("tell: codes differ from the ones this optimizer asked for")
         return scores
+
+
+class ShowsItsPick:
+    """Under noise, an optimizer whose own pick is a point it computes (a search centre, a distribution mean,
+    a recommendation) shows that point as the last member of every generation and reports the last one
+    shown, with its one response (issue 19: a run reports what the optimizer would hand a user, never the
+    luckiest single response). The pick is not selected by that response, so the response is unbiased; the
+    optimizer's own update never sees it. Without noise nothing is shown and ``incumbent()`` is None: the
+    best observed response is exact."""
+
+    pick_code = np.zeros(0)
+    pick_score = float("nan")
+
+    def load_state_dict(self, state: dict) -> None:
+        if "pick_code" not in state:
+            # a store written before the pick was shown: its generations have no extra member, so the
+            # resumed run shows none either
+            self.noisy = False
+            state = {**state, "pick_code": np.zeros(0), "pick_score": float("nan")}
+        super().load_state_dict(state)
+
+    def _note_pick(self, code: np.ndarray, score: float) -> None:
+        if np.isfinite(score):
+            self.pick_code, self.pick_score = np.array(code, dtype=np.float64), float(score)
+
+    def incumbent(self) -> tuple[np.ndarray, float, int] | None:
+        """(the pick last shown, its response, 1), or None before one was measured or without noise."""
+        if len(self.pick_code) == 0:
+            return None
+        return self.pick_code.copy(), self.pick_score, 1

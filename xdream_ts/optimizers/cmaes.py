@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 
 from ..serial import rng_state, set_rng_state
-from ._base import BaseOptimizer
+from ._base import BaseOptimizer, ShowsItsPick
 
 
 def _digest(codes: np.ndarray) -> str:
@@ -59,7 +59,7 @@ def _pycma_options(population_size: int, bounds, randn, extra: dict | None) -> d
     return opts
 
 
-class CMAES(BaseOptimizer):
+class CMAES(ShowsItsPick, BaseOptimizer):
     """pycma's CMA-ES (maximising), population ``population_size`` every generation.
 
     sigma0       initial step size, in code units (codes have a N(0, I) prior: 1.0 samples like it)
@@ -122,7 +122,7 @@ class CMAES(BaseOptimizer):
                 c["mean0"].copy(), c["sigma0"],
                 _pycma_options(c["population_size"] - self._show_mean, c["bounds"], self._randn, c["cma_options"]))
         self._told: list[np.ndarray] = []
-        self._shown_mean: tuple[np.ndarray, float] | None = None  # (code, response) of the last mean shown
+        self.pick_code, self.pick_score = np.zeros(0), float("nan")  # the last mean shown (ShowsItsPick)
         self._pending = self._ask()
 
     def _ask(self) -> np.ndarray:
@@ -135,8 +135,7 @@ class CMAES(BaseOptimizer):
         """One generation's update; shared by tell and replay, so both take the same path."""
         samples = self._pending
         if self._show_mean:
-            if np.isfinite(scores[-1]):
-                self._shown_mean = (samples[-1].copy(), float(scores[-1]))
+            self._note_pick(samples[-1], scores[-1])
             samples, scores = samples[:-1], scores[:-1]
         ok = np.isfinite(scores)
         if not ok.any():
@@ -156,14 +155,6 @@ class CMAES(BaseOptimizer):
         scores = self._check_tell(np.asarray(codes), scores, self._pending)
         self._told.append(scores.copy())
         self._apply(scores.copy())
-
-    def incumbent(self) -> tuple[np.ndarray, float, int] | None:
-        """Under noise: (the last distribution mean shown, its response, 1); None without noise, where the
-        best observed response is exact and is what the run reports."""
-        if self._shown_mean is None:
-            return None
-        code, y = self._shown_mean
-        return code.copy(), y, 1
 
     @property
     def mean(self) -> np.ndarray:

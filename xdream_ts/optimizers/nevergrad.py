@@ -12,7 +12,10 @@ expects that many to be pending at once) and tells all their losses (``-score``:
   nevergrad optimizers from several threads at once.)
 - **Noise.** ``noisy=True`` sets ``parametrization.function.deterministic = False`` before the optimizer
   is built: the documented way to tell nevergrad the loss is noisy, so NGOpt and friends choose
-  noise-robust strategies (NGOpt's ``has_noise`` becomes True).
+  noise-robust strategies (NGOpt's ``has_noise`` becomes True). Its recommendation
+  (``provide_recommendation``: for noisy optimizers its estimate of the best, not the luckiest) is then
+  shown as the last member of every generation, nevergrad is told the other ``population_size - 1``, and
+  the run reports the last recommendation shown (``ShowsItsPick``).
 - **Missing responses.** A NaN score is told as the worst finite loss of its generation: finite (some
   optimizers fit models to losses and break on inf) and ranked last. A generation without a single
   response tells nothing and the same candidates are asked again.
@@ -39,7 +42,7 @@ import warnings
 import numpy as np
 
 from ..errors import UserError
-from ._base import BaseOptimizer
+from ._base import BaseOptimizer, ShowsItsPick
 
 
 def _digest(codes: np.ndarray) -> str:
@@ -86,7 +89,7 @@ def _quiet():
         sys.unraisablehook = hook
 
 
-class NevergradOptimizer(BaseOptimizer):
+class NevergradOptimizer(ShowsItsPick, BaseOptimizer):
     """nevergrad's ``registry[name]`` as a generational ask/tell optimizer (maximising)."""
 
     name = "ng"
@@ -94,15 +97,16 @@ class NevergradOptimizer(BaseOptimizer):
     def __init__(self, dim: int, seed: int | None = None, name: str = "NGOpt", population_size: int = 20,
                  budget: int = 3000, noisy: bool = False, init: np.ndarray | None = None):
         super().__init__(dim, seed)
-        if int(population_size) < 2:
-            raise UserError(f"ng:{name}: population_size must be >= 2, got {population_size}")
+        if int(population_size) < 2 + bool(noisy):
+            raise UserError(f"ng:{name}: population_size must be >= {2 + bool(noisy)} (under noise one member is "
+                            f"the recommendation), got {population_size}")
         if int(budget) < 1:
             raise UserError(f"ng:{name}: budget must be >= 1, got {budget}")
         init0 = None if init is None else np.asarray(init, dtype=np.float64).reshape(-1, self.dim)[0].copy()
         # two independent streams from this instance's seed: the parametrization's and the global stand-in
         seeds = [int(s) for s in self.rng.integers(0, 2 ** 32, size=2)]
         self._config = {"name": str(name), "population_size": int(population_size), "budget": int(budget),
-                        "noisy": bool(noisy), "init": init0, "seeds": seeds}
+                        "noisy": bool(noisy), "init": init0, "seeds": seeds, "show_recommendation": bool(noisy)}
         self.name = f"ng:{name}"
         self._start()
 
@@ -139,21 +143,28 @@ class NevergradOptimizer(BaseOptimizer):
             raise UserError(f"nevergrad optimizer ng:{c['name']} cannot be used here ({error}); "
                             "`xdream-ts optimizers --all` lists the usable ones")
         self._told: list[np.ndarray] = []
+        # under noise nevergrad's recommendation is shown last and reported (ShowsItsPick); stores written
+        # before that have no key and showed none
+        self._show_pick = bool(c.get("show_recommendation", False))
+        self.pick_code, self.pick_score = np.zeros(0), float("nan")
         self._ask_generation()
 
     def _ask_generation(self) -> None:
         try:
             with self._global.active(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._candidates = [self.optimizer.ask() for _ in range(self.population_size)]
+                self._candidates = [self.optimizer.ask() for _ in range(self.population_size - self._show_pick)]
         except Exception as exc:
             raise UserError(f"nevergrad optimizer ng:{self._config['name']} failed to propose codes "
                             f"({type(exc).__name__}: {exc}); choose another optimizer") from None
-        self._pending = np.array([np.asarray(c.value, dtype=np.float64).reshape(self.dim)
-                                  for c in self._candidates])
+        codes = [np.asarray(c.value, dtype=np.float64).reshape(self.dim) for c in self._candidates]
+        self._pending = np.array(codes + ([self.recommendation()] if self._show_pick else []))
 
     def _apply(self, scores: np.ndarray) -> None:
         """One generation's update; shared by tell and replay, so both take the same path."""
+        if self._show_pick:  # the recommendation's response is the report's, not nevergrad's
+            self._note_pick(self._pending[-1], scores[-1])
+            scores = scores[:-1]
         ok = np.isfinite(scores)
         if not ok.any():
             return  # nothing was measured: the same candidates are asked again
