@@ -21,6 +21,10 @@ whose best response over the TRAIN data is > 0) one search per decoder and seed 
               cap 64, plus 64 low-frequency directions outside its span) in the data's stimulus space (raw
               units for jv/pickup), starting from the encoded best real series; reference = best real
               response (run.reference_max)
+  learned     `xdream-ts train-decoder --data TRAIN --length L` (the hybrid decoder, xdream_ts/decoders/hybrid.py:
+              the same auto PCA + a learned conv-VAE residual branch, in the data's stimulus space; trained
+              once per model, cached under experiments/models/data_space/<model>_learned/), searched as
+              `--decoder DIR --data TRAIN`: start from the encoded best real series, reference = best real
   auto        TargetSpec without data: the shipped prior (the VAE; for 12 channels one VAE code per
               channel, xdream_ts/decoders/channelwise.py); z-normalised stimuli
   pca16       PCADecoder.fit(TRAIN, n_components=16): a plain z-normalised PCA (the `pca:DATA` of before the
@@ -229,10 +233,26 @@ CANDIDATES = {
                   "/relu/Relu_output_0:2@center", "/gru/Transpose_1_output_0:1@mean"],
     "ecg200_lr": ["probabilities_logits:1@center", "probabilities_logits:0@center"],
 }
-DECODERS = ["auto+data", "auto", "pca16", "basis", "identity", "auto+data r=start"]
+DECODERS = ["auto+data", "learned", "auto", "pca16", "basis", "identity", "auto+data r=start"]
 # "auto+data r=start" is a diagnostic, not a decoder: auto+data with the default optimizer's sphere radius set
 # to the norm of the best encoded real series (optimizer_params={"radius": ...}) instead of its fixed
 # 0.5 * sqrt(d), which is 2-4x smaller than the norms the real series encode to (see "What we saw")
+
+
+def train_learned(name) -> dict:
+    """The learned decoder of a model, trained by the CLI as a user would (its folder is reused when the
+    data and parameters are unchanged: train-decoder skips the training then); returns its decoder.json."""
+    import subprocess
+    train, _, L = DATA[name]
+    folder = MODELS / f"{name}_learned"
+    cmd = [sys.executable, "-m", "xdream_ts.train_decoder", "--data", str(train), "--out", str(folder),
+           "--length", str(L), "--quiet"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        raise RuntimeError(f"train-decoder failed for {name}: {done.stderr.strip()[-400:]}")
+    print(f"{name}: {done.stdout.strip()} [{time.perf_counter() - t0:.0f} s]", flush=True)
+    return json.loads((folder / "decoder.json").read_text())
 
 
 def choose_units(name, n_units):
@@ -259,7 +279,13 @@ def one_run(name, unit, best_real, decoder, seed, budget, pca_cache):
     path, (train, _, L) = MODELS / f"{name}.onnx", DATA[name]
     t0 = time.perf_counter()
     extra = {}
-    if decoder.startswith("auto+data"):
+    if decoder == "learned":
+        spec = TargetSpec(model=str(path), units=[unit], data=str(train))
+        r = xdream_ts.run(decoder=str(MODELS / f"{name}_learned"), scorer=spec, optimizer="default", budget=budget,
+                          seed=seed, progress=False, store=None)
+        d = load_dataset(train, length=L)
+        extra["data_range"] = [float(d.X.min()), float(d.X.max())]
+    elif decoder.startswith("auto+data"):
         spec = TargetSpec(model=str(path), units=[unit], data=str(train))
         params = None
         if decoder == "auto+data r=start":
@@ -333,11 +359,26 @@ def write_report(path, rows, units_by_model, seen_by_model, models, args, comman
     for n, m in models.items():
         L.append(f"| {n} | {m['train']} | {m['channels']} x {m['length']} | {m['znormalized_data']} | {m['classes']} | "
                  f"{m['test_accuracy']} | {m['size_kb']} kB | {m['how']} |")
+    learned = getattr(args, "learned_info", {})
+    if learned:
+        L += ["", "Learned decoders (`train-decoder`, 1 torch thread; fraction of the variance of held-out, "
+              "time-warped TRAIN series each part leaves unexplained):", "",
+              "| model | code | space | training | PCA alone leaves | hybrid leaves |", "|---|---|---|---|---|---|"]
+        for n, info in learned.items():
+            t = info["training"]
+            L.append(f"| {n} | {info['architecture']['code']} | {info['space']['kind']} | {t['seconds']:.0f} s | "
+                     f"{t['pca_fraction_unexplained']:.4f} | {t['hybrid_fraction_unexplained']:.4f} |")
     L += ["", "## Decoders", "",
           "- **auto+data**: `TargetSpec(data=TRAIN file)`: the fitted auto PCA (whitened, 99 % variance, cap 64) plus "
           "64 low-frequency directions outside its span (`PCADecoder.with_residual`), in "
           "the data's stimulus space (raw units for jv_cnn and pickup_gru, z-normalised for the UCR sets), first "
           "generation from the encoded best real series; reference = best real response over TRAIN.",
+          "- **learned**: `xdream-ts train-decoder --data TRAIN --length L` (the hybrid decoder, "
+          "`xdream_ts/decoders/hybrid.py`): code = [the auto PCA's part | 16 learned dimensions], series = the same "
+          "auto PCA + a small conv-VAE decoder trained on what the PCA leaves of time-warped TRAIN series (0 where "
+          "the learned part is 0, so its search space contains auto+data's), in the data's stimulus space inside the "
+          "exported ONNX graph; searched as `--decoder DIR --data TRAIN` (start from the encoded best real series, "
+          "reference = best real response). Trained once per model (cached beside the models).",
           "- **auto**: no data: the shipped prior (the VAE); for jv_cnn (12 channels) one VAE code per channel "
           "(`xdream_ts/decoders/channelwise.py`). Searches z-normalised series.",
           "- **pca16**: `PCADecoder.fit(TRAIN, n_components=16)` (plain z-normalised PCA, fixed 16 components, "
@@ -386,6 +427,21 @@ def write_report(path, rows, units_by_model, seen_by_model, models, args, comman
                      f"{'holds' if ok1 else 'FAILS'} (>= 95 %); median {t['median']:.3f} vs the better of pca16 and "
                      f"the shipped prior ({better[0]} {better[1]:.3f}): {'holds' if ok2 else 'FAILS'}")
         L.append("")
+    L += ["**learned** (`train-decoder`) against **auto+data** (the PCA it must match: as many super stimuli and a "
+          "median relative activation at least auto+data's, on the same units):", ""]
+    learned_ok = None
+    for n in units_by_model:
+        t, p = table.get((n, "learned")), table.get((n, "auto+data"))
+        if t is None or p is None:
+            continue
+        ok1, ok2 = t["super_units"] >= p["super_units"], t["median"] >= p["median"]
+        learned_ok = (learned_ok is not False) and ok1 and ok2
+        L.append(f"- {n}: super stimuli {t['super_units']}/{t['units']} vs {p['super_units']}/{p['units']}: "
+                 f"{'holds' if ok1 else 'FAILS'}; median {t['median']:.3f} vs {p['median']:.3f} "
+                 f"({t['median'] / p['median']:.3f}x): {'holds' if ok2 else 'FAILS'}")
+    if learned_ok is not None:
+        verdict = "holds on every model" if learned_ok else "does NOT hold on every model (see above)"
+        L += ["", f"The learned decoder >= PCA: {verdict}.", ""]
     L += [f"Overall (auto+data as shipped): {'both targets hold on every model' if all_ok else 'the targets do NOT all hold (see above)'}.",
           "", "## Per unit (median relative activation over seeds)", "",
           "| model | unit | best real | " + " | ".join(DECODERS) + " | auto+data start |",
@@ -437,6 +493,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     models = {k: v for k, v in train_models(args.retrain).items() if k in args.models.split(",")}
+    args.learned_info = {n: train_learned(n) for n in models}
     units_by_model, seen_by_model = {}, {}
     for n in models:
         units_by_model[n], seen_by_model[n] = choose_units(n, args.units)

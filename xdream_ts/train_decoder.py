@@ -410,7 +410,8 @@ def load_hybrid_data(data, length: int | None = None):
 
 def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length: int | None = None,
                          epochs: int = 40, batch_size: int = 64, seed: int = 0, margin: float | None = None,
-                         pool: int = 2048, augment: float = 0.8, learned_scale: float = 1.0, beta: float = 1.0, sigma: float = 0.3,
+                         pool: int = 2048, augment: float = 0.8, learned_scale: float = 1.0, beta: float = 1.0,
+                         sigma: float = 0.3,
                          lr: float = 2e-3, widths=HYBRID_WIDTHS, val_fraction: float = 0.1, threads: int | None = 1,
                          progress: bool = True, reuse: bool = True, verify: bool = True) -> dict:
     """Train the hybrid decoder (``xdream_ts.decoders.hybrid``: the auto PCA + a learned residual branch)
@@ -606,7 +607,8 @@ def _export_hybrid(model, cfg, out: Path) -> None:
                           output_names=["series"], dynamic_axes={"code": {0: "batch"}, "series": {0: "batch"}},
                           opset_version=17, dynamo=False)
         # eval() on the wrapper too: export restores the wrapper's mode, and so its submodule's (the model)
-        torch.onnx.export(Encoder(model).eval(), (torch.zeros(shape),), str(out / "encoder.onnx"), input_names=["series"],
+        torch.onnx.export(Encoder(model).eval(), (torch.zeros(shape),), str(out / "encoder.onnx"),
+                          input_names=["series"],
                           output_names=["code"], dynamic_axes={"series": {0: "batch"}, "code": {0: "batch"}},
                           opset_version=17, dynamo=False)
 
@@ -620,7 +622,8 @@ def _verify_hybrid(model, cfg, out: Path, seed: int) -> float:
     codes = np.random.default_rng(seed + 1).standard_normal((16, cfg.latent_dim)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(codes)).numpy()
-    got = OnnxDecoder(out, _config={"latent_dim": cfg.latent_dim, "length": cfg.length, "channels": cfg.channels})(codes)
+    got = OnnxDecoder(out, _config={"latent_dim": cfg.latent_dim, "length": cfg.length,
+                                    "channels": cfg.channels})(codes)
     return float(np.abs(ref - got).max())
 
 
