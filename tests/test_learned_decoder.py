@@ -19,9 +19,9 @@ from xdream_ts.loop import load_run  # noqa: E402
 from xdream_ts.space import StimulusSpace  # noqa: E402
 from xdream_ts.train_decoder import train_hybrid_decoder  # noqa: E402
 
+from test_data_space import LOC, SCALE, RawUnitsNet  # noqa: E402  (the same raw-units sensor model)
+
 C, L = 3, 37  # a length no conv stage divides: the branch pads and crops
-LOC = np.array([100.0, -5.0, 0.02])  # raw units, nothing like z-normalised
-SCALE = np.array([20.0, 2.0, 0.004])
 TINY = dict(latent_dim=4, epochs=2, pool=128, batch_size=32, widths=(8, 8), progress=False)
 
 
@@ -30,22 +30,6 @@ def raw_series(n=80, seed=1):
     t = np.linspace(0, 1, L)
     waves = np.sin(2 * np.pi * (rng.uniform(1, 4, (n, C, 1)) * t + rng.uniform(0, 1, (n, C, 1))))
     return LOC[None, :, None] + SCALE[None, :, None] * (waves + 0.3 * rng.standard_normal((n, C, L)))
-
-
-class RawUnitsNet(torch.nn.Module):
-    """Standardisation inside the graph, as an exported sensor model has it (as in test_data_space.py)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.register_buffer("loc", torch.tensor(LOC, dtype=torch.float32).view(1, C, 1))
-        self.register_buffer("scale", torch.tensor(SCALE, dtype=torch.float32).view(1, C, 1))
-        self.conv = torch.nn.Conv1d(C, 8, 5, padding=2)
-        self.fc = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.conv((x - self.loc) / self.scale))
-        return self.fc(h.mean(dim=2)) + 2.0  # positive logits: relative activation is a ratio of positives
 
 
 def assert_close(a, b, tol):

@@ -334,32 +334,37 @@ def _evaluate(model, Xv, beta, sigma, batch_size=512) -> dict:
     return {"val_loss": sse / (2 * sigma ** 2) + beta * kl, "val_mse": sse / per, "val_kl": kl}
 
 
-def _export(model, cfg, out: Path) -> None:
-    import torch
-
-    model.eval()
-    code = torch.zeros(2, cfg.latent_dim)
-    series_shape = (2, cfg.length) if cfg.channels is None else (2, cfg.channels, cfg.length)
-    series = torch.zeros(series_shape)
-
-    class MuOnly(torch.nn.Module):
-        def __init__(self, enc):
-            super().__init__()
-            self.enc = enc
-
-        def forward(self, x):
-            return self.enc.code(x)
-
+def _export_pair(decoder, encoder, method: str, cfg, out: Path, encoder_output: str) -> None:
+    """decoder.onnx (code -> series, ``decoder``'s forward) and encoder.onnx (series -> ``encoder.method``),
+    batch dimensions dynamic, opset 17, both in eval mode."""
     import warnings
 
+    import torch
+
+    class Calling(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return getattr(self.m, method)(x)
+
+    shape = (2, cfg.length) if cfg.channels is None else (2, cfg.channels, cfg.length)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.decoder, (code,), str(out / "decoder.onnx"), input_names=["code"],
-                          output_names=["series"], dynamic_axes={"code": {0: "batch"}, "series": {0: "batch"}},
+        torch.onnx.export(decoder.eval(), (torch.zeros(2, cfg.latent_dim),), str(out / "decoder.onnx"),
+                          input_names=["code"], output_names=["series"],
+                          dynamic_axes={"code": {0: "batch"}, "series": {0: "batch"}}, opset_version=17, dynamo=False)
+        # eval() on the wrapper too: export restores the wrapper's mode, and so its submodule's
+        torch.onnx.export(Calling(encoder).eval(), (torch.zeros(shape),), str(out / "encoder.onnx"),
+                          input_names=["series"], output_names=[encoder_output],
+                          dynamic_axes={"series": {0: "batch"}, encoder_output: {0: "batch"}},
                           opset_version=17, dynamo=False)
-        torch.onnx.export(MuOnly(model.encoder), (series,), str(out / "encoder.onnx"), input_names=["series"],
-                          output_names=["mu"], dynamic_axes={"series": {0: "batch"}, "mu": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+
+
+def _export(model, cfg, out: Path) -> None:
+    model.eval()
+    _export_pair(model.decoder, model.encoder, "code", cfg, out, "mu")
 
 
 def _verify(model, cfg, out: Path, seed: int) -> float:
@@ -586,31 +591,8 @@ def train_hybrid_decoder(data, out_dir, latent_dim: int = HYBRID_LATENT, length:
 
 
 def _export_hybrid(model, cfg, out: Path) -> None:
-    import warnings
-
-    import torch
-
     model.eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.encode(x)
-
-    shape = (2, cfg.length) if cfg.channels is None else (2, cfg.channels, cfg.length)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(2, cfg.latent_dim),), str(out / "decoder.onnx"), input_names=["code"],
-                          output_names=["series"], dynamic_axes={"code": {0: "batch"}, "series": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-        # eval() on the wrapper too: export restores the wrapper's mode, and so its submodule's (the model)
-        torch.onnx.export(Encoder(model).eval(), (torch.zeros(shape),), str(out / "encoder.onnx"),
-                          input_names=["series"],
-                          output_names=["code"], dynamic_axes={"series": {0: "batch"}, "code": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+    _export_pair(model, model, "encode", cfg, out, "code")
 
 
 def _verify_hybrid(model, cfg, out: Path, seed: int) -> float:
