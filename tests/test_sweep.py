@@ -94,7 +94,11 @@ def test_process_pool_and_dask_local_cluster_give_bit_identical_runs(tmp_path):
     e = index["tasks"][a.done[0]]
     assert e["status"] == "done" and e["store"].startswith("runs/") and "params" in e
     onnx_rows = [r for r in a.rows() if r["kind"] == "onnx"]
-    assert all(r["relative_activation"] == pytest.approx(r["best_clean_score"] / 0.5) for r in onnx_rows)
+    # relative activation: the clean response of the series each run reports (under noise the optimizer's
+    # own pick, not its best observed) over the target's reference
+    runs = [a.load_run(k) for k in a.done]
+    expected = sorted(float(r.clean_objective[r.reported_index]) / 0.5 for r in runs if r.reference_max == 0.5)
+    assert sorted(r["relative_activation"] for r in onnx_rows) == pytest.approx(expected)
     sim_rows = [r for r in a.rows() if r["kind"] == "simulated"]
     assert all(0 < r["relative_activation"] <= 1 + 1e-9 for r in sim_rows)  # fraction of the known optimum
 

@@ -565,6 +565,8 @@ def _incumbent_record(optimizer, result: Run) -> dict | None:
     code, mean, n = inc
     hits = np.argwhere(np.all(result.codes == np.asarray(code)[None, None, :], axis=-1))
     hits = [h for h in hits if h[1] < result.n_evaluated[h[0]]]
+    # a presentation that got a response (a code shown again after a missing one appears twice)
+    hits = [h for h in hits if np.isfinite(result.objective[h[0], h[1]])] or hits
     if not hits:
         return None
     g, p = (int(v) for v in hits[0])

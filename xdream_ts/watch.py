@@ -260,7 +260,7 @@ class RunReader:
         g, p = run.reported_index  # the optimizer's incumbent once the run is complete, else the best observed
         obj = self._arr["objective"]
         clean = self._arr.get("clean_objective")
-        stimulus = {"generation": g, "member": p, "score": float(obj[g, p]),
+        stimulus = {"generation": g, "member": p, "score": float(obj[g, p]) if math.isfinite(obj[g, p]) else None,
                     "clean_score": float(clean[g, p]) if clean is not None and math.isfinite(clean[g, p]) else None,
                     "which": "reported" if self._attrs.get("incumbent") else "best observed",
                     "series": self._row(g, p)}
