@@ -36,11 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
-from .vae import VAEConfig, build_vae
+from .vae import VAEConfig, build_vae, znorm
 
 FORMAT = "xdream_ts.hybrid/1"
-EPS = 1e-12  # z-normalisation floor on the variance, as the VAE's
 
 
 @dataclass
@@ -106,8 +104,7 @@ def build_hybrid(cfg: HybridConfig, pca=None, space=None):
             a, c = code[:, :self.k], code[:, self.k:]
             x = self.linear(a) + self.learned(c).reshape(-1, C, L)
             if self.znorm:
-                x = x - x.mean(dim=-1, keepdim=True)
-                x = x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + EPS)
+                x = znorm(x)
             else:  # StimulusSpace.from_standard: the data's units, clipped to their range with the margin
                 x = torch.maximum(torch.minimum(x * self.scale + self.loc, self.high), self.low)
             return x.squeeze(1) if self.univariate else x
@@ -123,8 +120,7 @@ def build_hybrid(cfg: HybridConfig, pca=None, space=None):
             branch then misses (so a series inside the PCA's span decodes back exactly)."""
             x = x.unsqueeze(1) if self.univariate else x
             if self.znorm:
-                x = x - x.mean(dim=-1, keepdim=True)
-                z = x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + EPS)
+                z = znorm(x)
             else:
                 z = (x - self.loc) / self.scale
             k = int(cfg.n_components)
@@ -143,8 +139,7 @@ def build_hybrid(cfg: HybridConfig, pca=None, space=None):
 def pca_buffers(pca, space) -> dict:
     """The PCA branch's arrays in the standardised units both branches share: ``W``/``b`` decode,
     ``P`` projects (``PCADecoder.encode``'s whitened scores), ``loc``/``scale``/``low``/``high`` the space."""
-    ev = pca.explained_variance_
-    s = np.sqrt(np.maximum(ev, 1e-12 * max(ev.max(), 1e-30)))  # PCADecoder's floor on near-null variances
+    s = pca.score_scale
     W = pca.components_ * s[:, None]
     # the inverse of W on its span (orthonormal components): whitened scores, as PCADecoder.encode gives
     P = pca.components_.T / s[None, :]

@@ -198,6 +198,12 @@ class PCADecoder:
         shape = (self.length,) if self.channels is None else (self.channels, self.length)
         return linear_module(W, b, shape, self.normalize)
 
+    @property
+    def score_scale(self) -> np.ndarray:
+        """Per component, sqrt(explained variance) floored above 0: what one unit of a (whitened) code is
+        in the standardised series' units."""
+        return self._scale
+
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
         """(W (k, C*fit_length), b (C*fit_length,)): the series before normalisation is ``codes @ W + b``.
 

@@ -75,16 +75,21 @@ class VAEConfig:
 _CLASSES: dict = {}
 
 
+def znorm(x, eps: float = ZNORM_EPS):
+    """A torch tensor z-normalised over its last axis (time), the variance floored at ``eps``: the decoders'
+    output normalisation (the VAE's, the hybrid's in a ``znorm`` space)."""
+    import torch
+
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+
+
 def _classes() -> dict:
     """Build the torch module classes on first use (keeps torch out of module import)."""
     if _CLASSES:
         return _CLASSES
     import torch
     from torch import nn
-
-    def znorm(x: "torch.Tensor", eps: float) -> "torch.Tensor":
-        x = x - x.mean(dim=-1, keepdim=True)
-        return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
 
     class Encoder(nn.Module):
         """(n, [C,] L) series -> (mu, logvar), each (n, d)."""
