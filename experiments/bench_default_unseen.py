@@ -96,12 +96,14 @@ def pick_units(name: str, per_model: int) -> list[str]:
     return units + ["logits:0"]
 
 
-def one_run(name: str, unit: str, method: str, noise: str, seed: int, budget: int) -> dict:
+def one_run(name: str, unit: str, method: str, noise: str, seed: int, budget: int,
+            params: dict | None = None) -> dict:
     import xdream_ts
     from xdream_ts.targets import TargetSpec
     spec = TargetSpec(model=str(model_path(name)), units=[unit], noise=noise, noise_seed=seed)
     t0 = time.perf_counter()
-    r = xdream_ts.run("auto", spec, method, budget=budget, seed=seed, progress=False, store=None)
+    r = xdream_ts.run("auto", spec, method, budget=budget, seed=seed, progress=False, store=None,
+                      optimizer_params=params or None)
     g, p = r.reported_index
     clean = r.clean_objective
     value = float(clean[g, p]) if clean is not None else float(r.objective[g, p])
@@ -149,7 +151,10 @@ def write_report(path: Path, rows, args, command: str, wall: float, complete: bo
              *machine_lines(), f"- command: `{command}`",
              f"- budget {args.budget} presentations per run, seeds {args.seeds}, decoder `auto` without data (the "
              f"shipped prior); wall time {wall / 60:.1f} min{'' if complete else '; INCOMPLETE (interrupted)'}",
-             f"- units ({len(units)}): " + ", ".join(f"{m}: `{u}`" for m, u in units), "",
+             f"- units ({len(units)}): " + ", ".join(f"{m}: `{u}`" for m, u in units),
+             *([f"- a variant: the default with {json.dumps(args.default_params)}"] if args.default_params else []),
+             *([f"- rows of the methods not run ({', '.join(m for m in METHODS if m not in args.methods.split(','))}) "
+                f"reused from `{args.keep}` (seeded runs, so the same)"] if args.keep else []), "",
              "Score = clean activation of the series each run reports (under noise each optimizer's own pick: the "
              "default's incumbent by mean response, cmaes's last distribution mean shown, the GA's conserved code; "
              "without noise the best observed) / the best clean activation any run reached on that unit. "
@@ -190,7 +195,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_FILES)}")
     ap.add_argument("--units-per-model", type=int, default=3)
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated subset of the methods to run; with --keep the others' rows are reused")
+    ap.add_argument("--keep", type=Path,
+                    help="a previous JSON: its rows of the methods not run are reused (seeded, so identical), and "
+                         "the report compares the new rows with them")
+    ap.add_argument("--default-params", type=json.loads, default={},
+                    help='parameters of the default, as JSON (e.g. \'{"population_size": 60}\'), to measure a variant')
+    ap.add_argument("--out", type=Path, help="write NAME.json and NAME.md to this folder (default: results)")
     args = ap.parse_args(argv)
+    run_methods = [m for m in args.methods.split(",") if m]
+    if set(run_methods) - set(METHODS):
+        ap.error(f"--methods: choose from {', '.join(METHODS)}")
     args.budget = args.budget or (600 if args.quick else 3000)
     args.seeds = args.seeds or (1 if args.quick else 2)
     models = args.models.split(",") if args.models else (["gunpoint_cnn", "italy_gru"] if args.quick
@@ -198,10 +214,13 @@ def main(argv=None) -> int:
     noises = ("none", "gain:0.5") if args.quick else NOISES
     per = 2 if args.quick else args.units_per_model
     name = "default_unseen_quick" if args.quick else "default_unseen"
+    out_dir = args.out or RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept = [r for r in json.loads(args.keep.read_text()) if r["method"] not in run_methods] if args.keep else []
     if args.report_only:
-        rows = json.loads((RESULTS / f"{name}.json").read_text())
+        rows = json.loads((out_dir / f"{name}.json").read_text())
         # the report again from the rows (e.g. after a change to the tables); wall time: the runs' own, summed
-        write_report(RESULTS / f"{name}.md", rows, args, "python experiments/bench_default_unseen.py"
+        write_report(out_dir / f"{name}.md", rows, args, "python experiments/bench_default_unseen.py"
                      + (" --quick" if args.quick else "") + "; this report: --report-only",
                      sum(r["wall_s"] for r in rows), True)
         return 0
@@ -213,14 +232,21 @@ def main(argv=None) -> int:
                 for noise in noises:
                     for seed in range(args.seeds):
                         for method in METHODS:
-                            row = one_run(model, unit, method, noise, seed, args.budget)
+                            if method not in run_methods:
+                                continue
+                            row = one_run(model, unit, method, noise, seed, args.budget,
+                                          args.default_params if method == "default" else None)
+                            if method == "default" and args.default_params:
+                                row["params"] = args.default_params
                             rows.append(row)
                             print(json.dumps(row), flush=True)
         complete = True
     finally:
         if rows:
-            (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
-            table = write_report(RESULTS / f"{name}.md", rows, args, command.strip(), time.perf_counter() - t0,
+            done = {(r["model"], r["unit"], r["noise"], r["seed"]) for r in rows}
+            rows = rows + [r for r in kept if (r["model"], r["unit"], r["noise"], r["seed"]) in done]
+            (out_dir / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+            table = write_report(out_dir / f"{name}.md", rows, args, command.strip(), time.perf_counter() - t0,
                                  complete)
             for noise, e in table.items():
                 print(noise, {o: round(v["of_means"], 3) for o, v in e["ratios"].items()})
