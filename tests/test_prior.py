@@ -98,3 +98,20 @@ def test_the_synthetic_generator_is_seeded_and_draws_every_family():
     assert set(fam) == set(FAMILIES)
     np.testing.assert_array_equal(X, generate(240, length=128, seed=3))
     assert not np.array_equal(X, generate(240, length=128, seed=4))
+
+
+def test_a_univariate_decoder_folder_is_channel_wise_on_a_model_of_several_channels(tmp_path):
+    # --decoder FOLDER with a VAE trained on one-channel series (here the shipped one, given by its path) on a
+    # 3-channel model: one code per channel like the shipped prior, not "the model takes 3 channel(s)"
+    import xdream_ts
+    from xdream_ts.decoders.onnx_decoder import DEFAULT_DECODER_DIR
+    from xdream_ts.targets import TargetSpec
+
+    dec = make_decoder(str(DEFAULT_DECODER_DIR), length=64, channels=3)
+    assert isinstance(dec, ChannelwiseDecoder) and dec.latent_dim == 3 * 64
+    z = np.random.default_rng(3).standard_normal((2, dec.latent_dim))
+    np.testing.assert_allclose(dec(z), make_decoder("default", length=64, channels=3)(z), atol=1e-6)
+    assert make_decoder(str(DEFAULT_DECODER_DIR), length=64, channels=1).latent_dim == 64
+    run = xdream_ts.run(str(DEFAULT_DECODER_DIR), TargetSpec(model=str(_three_channel_model(tmp_path)), units=["y:0"]),
+                        "default", budget=80, progress=False, store=None)
+    assert run.series.shape[-2:] == (3, 64)
