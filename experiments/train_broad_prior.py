@@ -1,7 +1,16 @@
-"""PREPARED, NOT YET RUN (issue 15, item 6): the recipe for a broader shipped prior. The shipped weights are
-still those of experiments/train_default_decoder.py (5 UCR sets; decoder.json says so). To adopt it: run this
-script (it writes experiments/_work/broad_prior), compare search quality with the shipped prior (make demo,
-bench_data_space --quick), then pass --out xdream_ts/assets/default_decoder.
+"""RUN, MEASURED, NOT YET ADOPTED (issue 15, item 6): the recipe for a broader shipped prior. The shipped weights
+are still those of experiments/train_default_decoder.py (5 UCR sets; decoder.json says so).
+
+Run on 2026-12-03 (5.2 min on one shared core; it writes experiments/_work/broad_prior, not the shipped
+folder) and measured against the shipped prior by experiments/compare_priors.py
+(experiments/results/compare_priors.md): the search is as good or better on 11 of 13 model/noise groups
+(e.g. the 12-channel JapaneseVowels CNN 3.21 vs 3.02 of the best real series, the raw-unit Pickup GRU 1.00 vs
+0.90, under gain noise on unseen units 0.78 vs 0.71 of the best reached), reconstruction of TEST series better
+on 6 of 8 sets (JapaneseVowels 0.003 vs 0.074, Pickup 0.017 vs 0.344; FordA/FordB 5-8 % worse; ACSF1's 1,460
+samples beyond both). Not adopted yet because replacing the prior changes every committed figure that uses it
+(optimizers, default_unseen, tune_default, data_space, plausible, decoder_quality, decoder_search,
+inverse_sets, sequence_dreaming, xdream_figures, demo): adopt it in a session that can re-run those, with
+``--out xdream_ts/assets/default_decoder``.
 
 Train the default decoder shipped in xdream_ts/assets/default_decoder/ (the prior of ``--decoder auto``
 without data, any channel count: xdream_ts.decoders.channelwise).
