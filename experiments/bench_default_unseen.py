@@ -27,6 +27,11 @@ loses).
 
     .venv/bin/python experiments/bench_default_unseen.py --quick     # a smoke test, ~3 min
     nice -n 10 .venv/bin/python experiments/bench_default_unseen.py  # ~30 min on 2 shared cores
+
+A variant of the default on the same runs, the others' rows reused from the committed JSON (~11 min):
+
+    .venv/bin/python experiments/bench_default_unseen.py --methods default --default-params '{"population_size": 60}' \
+        --keep experiments/results/default_unseen.json --out experiments/_work/pop60
 """
 from __future__ import annotations
 
