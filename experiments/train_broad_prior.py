@@ -7,7 +7,10 @@ folder) and measured against the shipped prior by experiments/compare_priors.py
 model/noise groups (e.g. the 12-channel JapaneseVowels CNN 3.21 vs 3.02 of the best real series, the raw-unit
 Pickup GRU 1.00 vs 0.90; under gain noise on unseen units 0.78 vs 0.71 of the best reached, mean), but one unit
 of the third-party FordA FCN (layers.2 channel 0) falls from 10.7 to 4.4-4.8 (so the mean over the 12 unseen
-units without noise is 0.945 vs 0.969); reconstruction of TEST series better
+units without noise is 0.945 vs 0.969). That unit is multimodal (peaks near 4.5, 10.7 and 14): over 4 more seeds
+(2-5, noiseless, best response) the broad prior reached 14.1 / 11.5 / 14.1 / 13.8 and the shipped one
+14.4 / 14.2 / 10.7 / 4.6, so the loss at seeds 0-1 is which peak a run climbs, not a systematic one;
+reconstruction of TEST series better
 on 6 of 8 sets (JapaneseVowels 0.003 vs 0.074, Pickup 0.017 vs 0.344; FordA/FordB 5-8 % worse; ACSF1's 1,460
 samples beyond both). Not adopted yet because replacing the prior changes every committed figure that uses it
 (optimizers, default_unseen, tune_default, data_space, plausible, decoder_quality, decoder_search,
