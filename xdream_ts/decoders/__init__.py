@@ -63,14 +63,11 @@ def _make(spec: str, length: int | None, channels: int | None):
         from .channelwise import default_prior
         return default_prior(length, channels)
     if Path(spec).is_dir():
+        from .channelwise import per_channel
         from .onnx_decoder import OnnxDecoder
-        dec = OnnxDecoder(spec, length=length)
-        if channels is not None and int(channels) > 1 and dec.channels in (None, 1):
-            # a univariate decoder (a VAE trained on one-channel series, another prior) on a model of several
-            # channels: one code per channel, as the shipped prior does, instead of a channel-count error
-            from .channelwise import ChannelwiseDecoder
-            return ChannelwiseDecoder(dec, int(channels))
-        return dec
+        # a univariate decoder (a VAE trained on one-channel series, another prior) on a model of several
+        # channels: one code per channel, as the shipped prior does, instead of a channel-count error
+        return per_channel(OnnxDecoder(spec, length=length), channels)
     raise UserError(f"unknown decoder {spec!r}: use auto, identity, basis[:N], pca:FILE.npz, pca:DATA[:K], default, "
                     "or a folder written by `xdream-ts train-decoder`")
 

@@ -81,7 +81,12 @@ def default_prior(length: int, channels: int | None = None, threads: int = 1):
     rather than a smooth basis."""
     from .onnx_decoder import load_default_decoder
 
-    base = load_default_decoder(length=length, threads=threads)
-    if channels is None or int(channels) <= 1:
+    return per_channel(load_default_decoder(length=length, threads=threads), channels)
+
+
+def per_channel(base, channels: int | None):
+    """``base`` for one channel (or none given) and for a decoder that has several channels of its own;
+    a univariate ``base`` on a target of several channels: one code of it per channel."""
+    if channels is None or int(channels) <= 1 or getattr(base, "channels", None) not in (None, 1):
         return base
     return ChannelwiseDecoder(base, int(channels))
