@@ -102,12 +102,12 @@ def pick_units(name: str, per_model: int) -> list[str]:
 
 
 def one_run(name: str, unit: str, method: str, noise: str, seed: int, budget: int,
-            params: dict | None = None) -> dict:
+            params: dict | None = None, decoder: str = "auto") -> dict:
     import xdream_ts
     from xdream_ts.targets import TargetSpec
     spec = TargetSpec(model=str(model_path(name)), units=[unit], noise=noise, noise_seed=seed)
     t0 = time.perf_counter()
-    r = xdream_ts.run("auto", spec, method, budget=budget, seed=seed, progress=False, store=None,
+    r = xdream_ts.run(decoder, spec, method, budget=budget, seed=seed, progress=False, store=None,
                       optimizer_params=params or None)
     g, p = r.reported_index
     clean = r.clean_objective

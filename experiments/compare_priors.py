@@ -48,36 +48,29 @@ def data_space_units() -> list[tuple[str, str, float]]:
 
 
 def search_rows(prior: Path, label: str, seeds: int, budget: int, units_per_model: int) -> list[dict]:
+    """The benchmarks' own runs (bench_data_space.one_run, bench_default_unseen.one_run) through ``prior``."""
     import bench_data_space as DS
     import bench_default_unseen as DU
-    import xdream_ts
-    from xdream_ts.targets import TargetSpec
 
     rows = []
     for name, unit, best_real in data_space_units():
-        spec = TargetSpec(model=str(DS.MODELS / f"{name}.onnx"), units=[unit])
         for seed in range(seeds):
-            r = xdream_ts.run(str(prior), spec, "default", budget=budget, seed=seed, progress=False, store=None,
-                              reference_max=best_real)
+            r = DS.one_run(name, unit, best_real, str(prior), seed, budget, {})
             rows.append({"bench": "data_space", "prior": label, "model": name, "unit": unit, "noise": "none",
-                         "seed": seed, "value": float(r.relative_activation)})
+                         "seed": seed, "value": r["relative"]})
             print(json.dumps(rows[-1]), flush=True)
     for name in DU.MODEL_FILES:
         for unit in DU.pick_units(name, units_per_model):
             for noise in ("none", "gain:0.5"):
                 for seed in range(seeds):
-                    spec = TargetSpec(model=str(DU.model_path(name)), units=[unit], noise=noise, noise_seed=seed)
-                    r = xdream_ts.run(str(prior), spec, "default", budget=budget, seed=seed, progress=False,
-                                      store=None)
-                    g, p = r.reported_index
-                    clean = r.clean_objective if r.clean_objective is not None else r.objective
+                    r = DU.one_run(name, unit, "default", noise, seed, budget, decoder=str(prior))
                     rows.append({"bench": "default_unseen", "prior": label, "model": name, "unit": unit,
-                                 "noise": noise, "seed": seed, "value": float(clean[g, p])})
+                                 "noise": noise, "seed": seed, "value": r["clean"]})
                     print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def test_sets():
+def held_out_sets():
     """(name, z-normalised TEST series as a list of 1-D arrays) for every data set in ../shared/data."""
     from xdream_ts.series import znormalize
 
@@ -108,7 +101,7 @@ def reconstruction(prior: Path, max_series: int = 400, seed: int = 0) -> dict:
 
     rng = np.random.default_rng(seed)
     out = {}
-    for name, series in test_sets():
+    for name, series in held_out_sets():
         if len(series) > max_series:
             series = [series[i] for i in sorted(rng.choice(len(series), max_series, replace=False))]
         errs = []
