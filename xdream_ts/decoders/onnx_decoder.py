@@ -2,7 +2,7 @@
 
 ``OnnxDecoder(dir)`` loads a folder written by ``xdream_ts.train_decoder`` (decoder.onnx, encoder.onnx,
 weights.pt, decoder.json); ``load_default_decoder()`` the one shipped with the package (a VAE trained
-on five UCR datasets, FordA first; see experiments/train_default_decoder.py).
+on five UCR and three UEA sets and synthetic series, FordA first; see experiments/train_default_decoder.py).
 
 Any ONNX file that maps ``code (batch, d) -> series (batch, [C,] L)`` works too: pass its path; without
 a decoder.json beside it, d and L are read from the graph (d must be static).
